@@ -1,0 +1,115 @@
+"""The one place where the array module (NumPy or CuPy) is chosen.
+
+Every layer is written once against an *array module* ``xp`` with NumPy's API.
+Which module that is gets decided here, and only here:
+
+* ``ALEXNET_NP_BACKEND=numpy`` (default) -- NumPy on the CPU;
+* ``ALEXNET_NP_BACKEND=cupy`` -- CuPy on the current CUDA device (error if unavailable);
+* ``ALEXNET_NP_BACKEND=auto`` -- CuPy when it imports and sees a GPU, else NumPy.
+
+``set_backend(name)`` does the same from code (``run.py --device`` calls it).
+Importing this package never imports CuPy unless one of those asks for it.
+
+Operations that have a hand-written CUDA kernel are decorated with
+:func:`gpu_twin`: the NumPy version is the function body, and the CuPy twin of
+the same name in :mod:`alexnet_np.cuda_kernels` is picked *by the type of the
+first argument*. No layer ever branches on "am I on the GPU?".
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import numpy as np
+
+_VALID = ("numpy", "cupy", "auto")
+_xp = None  # the chosen module, resolved lazily on first use
+
+
+def _import_cupy():
+    """Return the cupy module if it imports and a CUDA device is visible, else None."""
+    try:
+        cupy = importlib.import_module("cupy")
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+    except Exception:  # ImportError, CUDA driver errors, missing libraries ...
+        return None
+    return None
+
+
+def set_backend(name: str):
+    """Select the array module: ``"numpy"``, ``"cupy"`` or ``"auto"``; returns it."""
+    global _xp
+    name = str(name).lower()
+    if name in ("cpu",):
+        name = "numpy"
+    if name in ("gpu", "cuda"):
+        name = "cupy"
+    if name not in _VALID:
+        raise ValueError(f"backend must be one of {_VALID} (or cpu/gpu), got {name!r}")
+    if name == "numpy":
+        _xp = np
+    else:
+        cupy = _import_cupy()
+        if cupy is None and name == "cupy":
+            raise RuntimeError(
+                "backend 'cupy' requested but CuPy is not installed or sees no CUDA GPU; "
+                "install the wheel named in requirements-gpu.txt, or use the numpy backend")
+        _xp = cupy if cupy is not None else np
+    return _xp
+
+
+def xp():
+    """The array module chosen for new arrays (NumPy unless configured otherwise)."""
+    if _xp is None:
+        set_backend(os.environ.get("ALEXNET_NP_BACKEND", "numpy"))
+    return _xp
+
+
+def backend_name() -> str:
+    return "cupy" if xp() is not np else "numpy"
+
+
+def is_gpu_array(a) -> bool:
+    """True for a CuPy array; never imports CuPy to find out."""
+    return type(a).__module__.startswith("cupy")
+
+
+def array_module(a):
+    """The module (numpy or cupy) that owns array ``a``."""
+    if is_gpu_array(a):
+        return importlib.import_module("cupy")
+    return np
+
+
+def asarray(a, dtype=None):
+    """Move/convert ``a`` to the chosen backend (a host array becomes a device array on CuPy)."""
+    return xp().asarray(a, dtype=dtype)
+
+
+def to_numpy(a) -> np.ndarray:
+    """Bring an array back to the host as a NumPy array (no copy when it already is one)."""
+    if is_gpu_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def gpu_twin(fn):
+    """Decorator: run the CuPy kernel of the same name when the first argument is a CuPy array.
+
+    The decorated body is the NumPy reference; the twin lives in
+    ``alexnet_np.cuda_kernels`` and has exactly the same signature, so the two
+    can be tested against each other.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def dispatch(a, *args, **kwargs):
+        if is_gpu_array(a):
+            from . import cuda_kernels  # imported only once a CuPy array exists
+            return getattr(cuda_kernels, name)(a, *args, **kwargs)
+        return fn(a, *args, **kwargs)
+
+    dispatch.numpy_impl = fn
+    return dispatch

@@ -1,0 +1,300 @@
+"""AlexNet's layers, each a small class with a forward pass and its manual backward pass.
+
+Contract shared by every layer:
+
+* ``forward(x, train)`` returns the output and, when ``train`` is true, keeps in
+  ``self.cache`` exactly what ``backward`` needs (nothing at test time);
+* ``backward(dout)`` returns the gradient with respect to the input (or ``None``
+  for a layer marked ``needs_input_grad = False``, e.g. conv1, whose input is
+  the image) and writes parameter gradients into ``self.grads``;
+* ``self.params`` / ``self.grads`` map ``"weight"`` / ``"bias"`` to arrays.
+  The model exposes them as ``"conv1.weight"`` etc.
+
+Shapes: activations NCHW, conv weights OIHW, linear weights (out, in).
+The array module is the one owning the input (NumPy or CuPy), see backend.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .backend import array_module, xp
+
+
+class Layer:
+    """Base class: parameter/gradient dicts and the input-gradient switch."""
+
+    needs_input_grad = True
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.cache = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Conv2d(Layer):
+    """2-D convolution with groups, as im2col + one GEMM per group.
+
+    x: (N, C, H, W), weight: (K, C/groups, kh, kw), bias: (K,) -> y: (N, K, Ho, Wo),
+    Ho = floor((H + 2*pad - kh)/stride) + 1.
+
+    Forward:   cols = im2col(x)                      (C*kh*kw, N*Ho*Wo)
+               Y_g  = W_g @ cols_g + b_g              per group g, W_g: (K/g, C/g*kh*kw)
+    Backward:  dW_g = dY_g @ cols_g^T,   db = sum over (n, ho, wo) of dY,
+               dcols_g = W_g^T @ dY_g,   dx = col2im(dcols)   (the adjoint of im2col).
+    """
+
+    def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, groups=1, dtype=np.float32):
+        super().__init__()
+        if in_ch % groups or out_ch % groups:
+            raise ValueError(f"in_ch={in_ch} and out_ch={out_ch} must both be divisible by groups={groups}")
+        self.in_ch, self.out_ch, self.kernel = in_ch, out_ch, kernel
+        self.stride, self.padding, self.groups = stride, padding, groups
+        m = xp()
+        self.params = {"weight": m.zeros((out_ch, in_ch // groups, kernel, kernel), dtype=dtype),
+                       "bias": m.zeros((out_ch,), dtype=dtype)}
+
+    def extra_repr(self):
+        return (f"{self.in_ch}, {self.out_ch}, kernel={self.kernel}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}")
+
+    def output_shape(self, c, h, w):
+        k, s, p = self.kernel, self.stride, self.padding
+        return self.out_ch, ops.conv_out_size(h, k, s, p), ops.conv_out_size(w, k, s, p)
+
+    def forward(self, x, train=True):
+        m = array_module(x)
+        n, c, h, w = x.shape
+        if c != self.in_ch:
+            raise ValueError(f"{self!r} got an input with {c} channels")
+        _, ho, wo = self.output_shape(c, h, w)
+        k, s, p, g = self.kernel, self.stride, self.padding, self.groups
+        cols = ops.im2col(x, k, k, s, p)                           # (C*k*k, N*Ho*Wo)
+        wg = self.params["weight"].reshape(g, self.out_ch // g, -1)  # (g, K/g, C/g*k*k)
+        y = m.matmul(wg, cols.reshape(g, -1, cols.shape[1]))       # (g, K/g, N*Ho*Wo)
+        # (K, N, Ho, Wo) -> (N, K, Ho, Wo), adding the bias in the same pass.
+        out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
+        m.add(y.reshape(self.out_ch, n, ho, wo).transpose(1, 0, 2, 3),
+              self.params["bias"][None, :, None, None], out=out)
+        self.cache = (cols, x.shape) if train else None
+        return out
+
+    def backward(self, dout):
+        m = array_module(dout)
+        cols, x_shape = self.cache
+        g, k = self.groups, self.kernel
+        dy = m.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g, self.out_ch // g, -1)
+        colsg = cols.reshape(g, -1, cols.shape[1])
+        self.grads["weight"] = m.matmul(dy, colsg.transpose(0, 2, 1)).reshape(self.params["weight"].shape)
+        self.grads["bias"] = dy.reshape(self.out_ch, -1).sum(axis=1)
+        self.cache = None
+        if not self.needs_input_grad:
+            return None
+        wg = self.params["weight"].reshape(g, self.out_ch // g, -1)
+        dcols = m.matmul(wg.transpose(0, 2, 1), dy)                # (g, C/g*k*k, N*Ho*Wo)
+        return ops.col2im(dcols.reshape(cols.shape), x_shape, k, k, self.stride, self.padding)
+
+
+class ReLU(Layer):
+    """y = max(x, 0);  dx = dout * [y > 0].
+
+    With ``inplace=True`` the output overwrites the input (the layer before,
+    a convolution or linear layer, keeps no reference to its output), which
+    saves one activation-sized allocation per layer.
+    """
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x, train=True):
+        y = ops.relu_forward(x, self.inplace)
+        self.cache = y if train else None
+        return y
+
+    def backward(self, dout):
+        dx = ops.relu_backward(dout, self.cache)
+        self.cache = None
+        return dx
+
+
+class LocalResponseNorm(Layer):
+    """Caffe LRN across channels (bvlc_alexnet: size 5, alpha 1e-4, beta 0.75, k 1).
+
+    scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,     y_c = x_c * scale_c^(-beta)
+    dx_c = dout_c scale_c^(-beta) - (2 alpha beta / size) x_c sum_{|c'-c| <= size//2} dout_{c'} y_{c'} / scale_{c'}
+
+    Note: Caffe divides alpha by ``size``; PyTorch's LocalResponseNorm does too
+    (the two agree), cuda-convnet did not.
+    """
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        if size % 2 != 1:
+            raise ValueError(f"LRN size must be odd (Caffe), got {size}")
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def extra_repr(self):
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    def forward(self, x, train=True):
+        y, scale = ops.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
+        self.cache = (x, y, scale) if train else None
+        return y
+
+    def backward(self, dout):
+        x, y, scale = self.cache
+        self.cache = None
+        return ops.lrn_backward(dout, x, y, scale, self.size, self.alpha, self.beta)
+
+
+class MaxPool2d(Layer):
+    """Max pooling with Caffe's ceil-mode output size (kernel 3, stride 2 in AlexNet).
+
+    y[n,c,p,q] = max_{i,j < kernel} x[n, c, p*stride + i, q*stride + j],
+    Ho = ceil((H - kernel)/stride) + 1 (``ceil_mode=False``: floor, as torchvision).
+    Backward routes dout[n,c,p,q] to the window's argmax only; ties go to the
+    first position in row-major order within the window (Caffe's rule).
+    """
+
+    def __init__(self, kernel=3, stride=2, ceil_mode=True):
+        super().__init__()
+        self.kernel, self.stride, self.ceil_mode = kernel, stride, ceil_mode
+
+    def extra_repr(self):
+        return f"kernel={self.kernel}, stride={self.stride}, ceil_mode={self.ceil_mode}"
+
+    def output_shape(self, c, h, w):
+        k, s, cm = self.kernel, self.stride, self.ceil_mode
+        return c, ops.pool_out_size(h, k, s, 0, cm), ops.pool_out_size(w, k, s, 0, cm)
+
+    def forward(self, x, train=True):
+        y, argmax = ops.maxpool_forward(x, self.kernel, self.stride, self.ceil_mode)
+        self.cache = (argmax, x.shape) if train else None
+        return y
+
+    def backward(self, dout):
+        argmax, x_shape = self.cache
+        self.cache = None
+        return ops.maxpool_backward(dout, argmax, x_shape, self.kernel, self.stride)
+
+
+class Dropout(Layer):
+    """Inverted dropout: at train time y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p);
+    at test time y = x. Backward: dx = dout * mask / (1 - p).
+
+    The mask is drawn on the host from ``self.rng`` (a ``numpy.random.Generator``)
+    on both backends, so a run's randomness is one saveable state and a resumed
+    run draws the very same masks. Set ``fixed_mask`` to test with a known mask.
+    """
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.fixed_mask = None
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x, train=True):
+        if not train or self.p == 0.0:
+            self.cache = None
+            return x
+        m = array_module(x)
+        if self.fixed_mask is not None:
+            mask = self.fixed_mask
+        else:
+            mask = (self.rng.random(x.shape, dtype=np.float32) >= self.p)
+        mask = m.asarray(mask, dtype=x.dtype)
+        self.cache = mask
+        return ops.dropout_apply(x, mask, 1.0 / (1.0 - self.p))
+
+    def backward(self, dout):
+        if self.cache is None:
+            return dout
+        dx = ops.dropout_apply(dout, self.cache, 1.0 / (1.0 - self.p))
+        self.cache = None
+        return dx
+
+
+class Linear(Layer):
+    """Fully connected layer. x: (N, in), weight: (out, in), bias: (out,) -> y: (N, out).
+
+    y = x W^T + b;     dW = dout^T x,   db = sum_n dout,   dx = dout W.
+    """
+
+    def __init__(self, in_features, out_features, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        m = xp()
+        self.params = {"weight": m.zeros((out_features, in_features), dtype=dtype),
+                       "bias": m.zeros((out_features,), dtype=dtype)}
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+    def forward(self, x, train=True):
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"{self!r} got an input with {x.shape[1]} features")
+        y = x @ self.params["weight"].T
+        y += self.params["bias"]
+        self.cache = x if train else None
+        return y
+
+    def backward(self, dout):
+        x = self.cache
+        self.cache = None
+        self.grads["weight"] = dout.T @ x
+        self.grads["bias"] = dout.sum(axis=0)
+        return dout @ self.params["weight"] if self.needs_input_grad else None
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W) in C order (Caffe's and PyTorch's fc6 input order)."""
+
+    def forward(self, x, train=True):
+        self.cache = x.shape if train else None
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        shape = self.cache
+        self.cache = None
+        return dout.reshape(shape)
+
+
+class SoftmaxCrossEntropy:
+    """Softmax followed by the (optionally class-weighted) mean cross-entropy.
+
+    ``loss, dlogits = SoftmaxCrossEntropy(class_weights)(logits, labels)``;
+    the loss is sum_n w[y_n] (-log softmax(z_n)[y_n]) / sum_n w[y_n], and dlogits
+    its exact gradient (see :func:`alexnet_np.ops.softmax_cross_entropy`).
+    """
+
+    def __init__(self, class_weights=None):
+        self.class_weights = class_weights
+
+    def __call__(self, logits, labels):
+        m = array_module(logits)
+        labels = m.asarray(labels).astype(np.int64)
+        k = logits.shape[1]
+        if self.class_weights is None:
+            w = m.ones((k,), dtype=logits.dtype)
+        else:
+            w = m.asarray(self.class_weights, dtype=logits.dtype)
+            if w.shape != (k,):
+                raise ValueError(f"class_weights must have {k} entries, got shape {w.shape}")
+        if labels.shape != (logits.shape[0],):
+            raise ValueError(f"labels must have shape ({logits.shape[0]},), got {labels.shape}")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= k:
+            raise ValueError(f"labels must lie in [0, {k - 1}], got values in [{lo}, {hi}]")
+        return ops.softmax_cross_entropy(logits, labels, w)

@@ -1,0 +1,256 @@
+"""Array primitives behind the layers: NumPy references with CuPy twins.
+
+Each function here is the readable NumPy definition of one primitive. Those
+decorated with :func:`~alexnet_np.backend.gpu_twin` have a hand-written CUDA
+kernel of the same name and signature in :mod:`alexnet_np.cuda_kernels`,
+chosen automatically when the first argument is a CuPy array.
+
+Layouts (shared by both twins):
+
+* activations ``x``: NCHW, weights OIHW;
+* im2col columns ``cols``: shape ``(C*kh*kw, N*Ho*Wo)``, rows ordered (c, i, j)
+  and columns ordered (n, ho, wo). Rows of one channel group are contiguous,
+  so a grouped convolution is a batch of ``groups`` matrix products, and the
+  column order puts the batch *inside* the GEMM's N dimension (one large GEMM
+  per layer instead of one per image).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .backend import gpu_twin
+
+
+# ----------------------------------------------------------------------------- sizes
+def conv_out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Convolution output length: floor((size + 2*pad - kernel) / stride) + 1 (Caffe, PyTorch)."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(f"input of size {size} is smaller than the kernel {kernel} (pad {pad})")
+    return out
+
+
+def pool_out_size(size: int, kernel: int, stride: int, pad: int = 0, ceil_mode: bool = True) -> int:
+    """Pooling output length. Caffe rounds *up*: ceil((size + 2*pad - kernel) / stride) + 1;
+    ``ceil_mode=False`` rounds down (PyTorch's default, used by torchvision's AlexNet).
+
+    As in Caffe's PoolingLayer, a last window that would start entirely in the
+    padding is dropped, so every window overlaps the image.
+    """
+    span = size + 2 * pad - kernel
+    out = (int(math.ceil(span / stride)) if ceil_mode else span // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    if out < 1:
+        raise ValueError(f"input of size {size} is smaller than the pooling window {kernel}")
+    return out
+
+
+def _padded(x, pad: int, fill=0.0):
+    """Copy of NCHW ``x`` with ``pad`` pixels of ``fill`` on each spatial side."""
+    if pad == 0:
+        return x
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + 2 * pad, w + 2 * pad), fill, dtype=x.dtype)
+    out[:, :, pad:pad + h, pad:pad + w] = x
+    return out
+
+
+# ----------------------------------------------------------------------------- im2col
+@gpu_twin
+def im2col(x, kh: int, kw: int, stride: int, pad: int):
+    """Unfold convolution windows into columns.
+
+    x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo) with
+    ``cols[(c, i, j), (n, ho, wo)] = xpad[n, c, ho*stride + i, wo*stride + j]``.
+    One strided copy of a 6-D view; no Python loop over pixels.
+    """
+    n, c, h, w = x.shape
+    ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
+    xp_ = _padded(x, pad)
+    sn, sc, sh, sw = xp_.strides
+    windows = as_strided(xp_, shape=(c, kh, kw, n, ho, wo),
+                         strides=(sc, sh, sw, sn, stride * sh, stride * sw), writeable=False)
+    cols = np.empty((c * kh * kw, n * ho * wo), dtype=x.dtype)
+    cols.reshape(c, kh, kw, n, ho, wo)[...] = windows
+    return cols
+
+
+@gpu_twin
+def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
+    """Adjoint of :func:`im2col`: fold column gradients back onto the image.
+
+    cols: (C*kh*kw, N*Ho*Wo) -> dx: (N, C, H, W) with
+    ``dx[n, c, y, x] = sum over (i, j, ho, wo) with ho*stride + i - pad = y and
+    wo*stride + j - pad = x of cols[(c, i, j), (n, ho, wo)]``.
+    The loop runs over the kh*kw kernel taps; each tap adds one strided slab.
+    """
+    n, c, h, w = x_shape
+    ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
+    taps = cols.reshape(c, kh, kw, n, ho, wo)
+    # Accumulate in (C, N, H, W) order, the order of the columns, for cache locality.
+    acc = np.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            acc[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += taps[:, i, j]
+    return np.ascontiguousarray(acc[:, :, pad:pad + h, pad:pad + w].transpose(1, 0, 2, 3))
+
+
+# ----------------------------------------------------------------------------- max pooling
+def _pool_windows(x, kernel: int, stride: int, ceil_mode: bool, fill):
+    """Padded copy (bottom/right, value ``fill``) so that ceil-mode windows fit, and the out size."""
+    n, c, h, w = x.shape
+    ho, wo = pool_out_size(h, kernel, stride, 0, ceil_mode), pool_out_size(w, kernel, stride, 0, ceil_mode)
+    hp, wp = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
+    if hp > h or wp > w:
+        xp_ = np.full((n, c, max(hp, h), max(wp, w)), fill, dtype=x.dtype)
+        xp_[:, :, :h, :w] = x
+        x = xp_
+    return x, ho, wo
+
+
+@gpu_twin
+def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
+    """Max pooling (Caffe's ceil mode by default). x: (N, C, H, W) -> (out, argmax), each (N, C, Ho, Wo).
+
+    out[n, c, p, q] = max over (i, j) in [0, kernel)^2 of x[n, c, p*stride + i, q*stride + j]
+    (positions beyond the image do not take part).
+    argmax (int8) is the tap index i*kernel + j of the maximum. **Ties** go to the
+    first tap in row-major scan order (strict ``>``), the rule of Caffe's CPU code.
+    """
+    xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
+    out = None
+    argmax = np.zeros(x.shape[:2] + (ho, wo), dtype=np.int8)
+    for i in range(kernel):
+        for j in range(kernel):
+            v = xw[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride]
+            if out is None:
+                out = v.copy()
+                continue
+            better = v > out
+            np.copyto(out, v, where=better)
+            argmax[better] = i * kernel + j
+    return out, argmax
+
+
+@gpu_twin
+def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
+    """Route each output gradient to its window's argmax. dout, argmax: (N, C, Ho, Wo) -> dx (N, C, H, W).
+
+    dx[n, c, p*stride + i, q*stride + j] += dout[n, c, p, q] where argmax[n, c, p, q] == i*kernel + j.
+    """
+    n, c, h, w = x_shape
+    ho, wo = dout.shape[2:]
+    hp, wp = max(h, (ho - 1) * stride + kernel), max(w, (wo - 1) * stride + kernel)
+    dx = np.zeros((n, c, hp, wp), dtype=dout.dtype)
+    for i in range(kernel):
+        for j in range(kernel):
+            dx[:, :, i:i + stride * ho:stride, j:j + stride * wo:stride] += \
+                np.where(argmax == i * kernel + j, dout, 0)
+    return np.ascontiguousarray(dx[:, :, :h, :w])
+
+
+# ----------------------------------------------------------------------------- LRN
+def _channel_window_sum(a, size: int):
+    """s[:, c] = sum of a[:, c'] for |c' - c| <= size // 2 (zero beyond the channel ends)."""
+    s = a.copy()
+    for d in range(1, size // 2 + 1):
+        s[:, d:] += a[:, :-d]
+        s[:, :-d] += a[:, d:]
+    return s
+
+
+@gpu_twin
+def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
+    """Caffe LRN, ACROSS_CHANNELS. x: (N, C, H, W) -> (y, scale), both like x.
+
+    scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,    y_c = x_c * scale_c^(-beta).
+    """
+    scale = _channel_window_sum(x * x, size)
+    scale *= alpha / size
+    scale += k
+    y = x * _neg_pow(scale, beta)
+    return y, scale
+
+
+@gpu_twin
+def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float):
+    """Exact LRN backward (as Caffe's CrossChannelBackward).
+
+    dx_c = dout_c * scale_c^(-beta)
+           - (2 * alpha * beta / size) * x_c * sum_{|c'-c| <= size//2} dout_{c'} * y_{c'} / scale_{c'}
+    (the window is symmetric, so "c in the window of c'" is "c' in the window of c").
+    """
+    t = _channel_window_sum(dout * y / scale, size)
+    dx = dout * _neg_pow(scale, beta)
+    dx -= (2.0 * alpha * beta / size) * x * t
+    return dx
+
+
+def _neg_pow(a, beta: float):
+    """a^(-beta). For AlexNet's beta = 0.75 this is 1/(sqrt(a)*sqrt(sqrt(a))): two square
+    roots are several times cheaper than a general ``pow`` on both CPU and GPU."""
+    if beta == 0.75:
+        r = np.sqrt(a)
+        r *= np.sqrt(r)
+        return np.reciprocal(r, out=r)
+    return np.power(a, -beta)
+
+
+# ----------------------------------------------------------------------------- ReLU, dropout
+@gpu_twin
+def relu_forward(x, inplace: bool = False):
+    """y = max(x, 0). With ``inplace`` the result overwrites x (safe when nothing else keeps x)."""
+    return np.maximum(x, 0, out=x if inplace else None)
+
+
+@gpu_twin
+def relu_backward(dout, y):
+    """dx = dout * [y > 0] (y is the ReLU output; y > 0 exactly where x > 0). Overwrites dout."""
+    return np.multiply(dout, y > 0, out=dout)
+
+
+@gpu_twin
+def dropout_apply(x, mask, scale: float):
+    """Inverted dropout: y = x * mask * scale, with mask in {0, 1} and scale = 1/(1-p)."""
+    return x * (mask * x.dtype.type(scale))
+
+
+# ----------------------------------------------------------------------------- loss
+@gpu_twin
+def softmax_cross_entropy(logits, labels, weights):
+    """Mean softmax cross-entropy and its gradient. logits (N, K), labels (N,) int -> (loss, dlogits).
+
+    log p = z - max(z) - log sum exp(z - max(z))      (stable log-sum-exp)
+    loss  = - sum_n w[y_n] log p[n, y_n] / sum_n w[y_n]
+    dlogits[n] = w[y_n] (p[n] - onehot(y_n)) / sum_n w[y_n]
+    ``weights`` (K,) are per-class weights (all ones for the plain mean).
+    """
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(logits.shape[0])
+    w = weights[labels]
+    wsum = w.sum()
+    loss = -(w * logp[rows, labels]).sum() / wsum
+    d = np.exp(logp)
+    d[rows, labels] -= 1.0
+    d *= (w / wsum)[:, None]
+    return loss, d
+
+
+# ----------------------------------------------------------------------------- SGD
+@gpu_twin
+def sgd_update(w, grad, v, lr: float, momentum: float, weight_decay: float):
+    """Caffe's SGD update, in place on ``w`` and ``v``:
+
+    v <- momentum * v + lr * (grad + weight_decay * w);    w <- w - v.
+    (``lr`` and ``weight_decay`` here already include the parameter's lr_mult / decay_mult.)
+    """
+    step = grad + w * w.dtype.type(weight_decay) if weight_decay else grad.copy()
+    step *= w.dtype.type(lr)
+    v *= v.dtype.type(momentum)
+    v += step
+    w -= v

@@ -1,0 +1,152 @@
+"""AlexNet as a whole: architecture, a float64 whole-network gradient check, full-size shapes."""
+import sys
+
+import numpy as np
+import pytest
+
+from alexnet_np import AlexNet, SoftmaxCrossEntropy, to_network_input
+from alexnet_np.gradcheck import numeric_gradient, rel_error
+
+MINI = (4, 6, 6, 6, 4, 8, 8)  # conv1..conv5, fc6, fc7 widths (even: groups of 2)
+
+
+def mini_net(variant="caffe", input_size=67, seed=0):
+    net = AlexNet(3, variant=variant, input_size=input_size, init="he", seed=seed,
+                  dtype=np.float64, widths=MINI)
+    rng = np.random.default_rng(seed + 10)
+    for key, p in net.params.items():  # nonzero biases keep pre-activations off ReLU's kink at 0
+        if key.endswith(".bias"):
+            p[...] = rng.normal(0.0, 0.1, p.shape)
+    for name in ("drop6", "drop7"):  # fixed masks make the training-mode net a fixed function
+        layer = net.layer(name)
+        fan = net.layer("fc6").in_features if (variant == "torchvision" and name == "drop6") else 8
+        layer.fixed_mask = (rng.random((2, fan)) > 0.5).astype(np.float64)
+    return net
+
+
+@pytest.mark.parametrize("variant", ["caffe", "torchvision"])
+def test_whole_network_gradient_check_float64(variant):
+    net = mini_net(variant)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 67, 67))
+    labels = np.array([0, 2])
+    lossf = SoftmaxCrossEntropy()
+
+    def loss():
+        return lossf(net.forward(x, train=True), labels)[0]
+
+    _, d = lossf(net.forward(x, train=True), labels)
+    net.backward(d)
+    assert set(net.grads) == set(net.params)
+    for name, p in net.params.items():
+        idx = rng.choice(p.size, size=min(p.size, 12), replace=False)
+        num = numeric_gradient(loss, p, eps=1e-6, indices=idx)  # small steps: many kinks downstream
+        err = rel_error(net.grads[name].reshape(-1)[idx], num.reshape(-1)[idx])
+        assert err < 1e-6, (name, err)
+
+
+def test_caffe_architecture_and_parameter_names():
+    net = AlexNet(2, variant="caffe")
+    shapes = {k: v.shape for k, v in net.params.items()}
+    assert shapes == {
+        "conv1.weight": (96, 3, 11, 11), "conv1.bias": (96,),
+        "conv2.weight": (256, 48, 5, 5), "conv2.bias": (256,),
+        "conv3.weight": (384, 256, 3, 3), "conv3.bias": (384,),
+        "conv4.weight": (384, 192, 3, 3), "conv4.bias": (384,),
+        "conv5.weight": (256, 192, 3, 3), "conv5.bias": (256,),
+        "fc6.weight": (4096, 9216), "fc6.bias": (4096,),
+        "fc7.weight": (4096, 4096), "fc7.bias": (4096,),
+        "fc8.weight": (2, 4096), "fc8.bias": (2,)}
+    assert net.pool5_shape == (256, 6, 6)
+    assert [n for n, _ in net.layers][:4] == ["conv1", "relu1", "norm1", "pool1"]
+    # bvlc_alexnet fillers: std 0.01 conv, 0.005 fc6/fc7; biases 0 or 0.1
+    assert abs(float(net.params["conv3.weight"].std()) - 0.01) < 5e-4
+    assert abs(float(net.params["fc6.weight"].std()) - 0.005) < 1e-4
+    assert float(net.params["conv2.bias"][0]) == pytest.approx(0.1)
+    assert float(net.params["conv1.bias"].max()) == 0.0
+
+
+def test_torchvision_architecture():
+    net = AlexNet(1000, variant="torchvision")
+    assert net.input_size == 224 and net.pool5_shape == (256, 6, 6)
+    assert net.params["conv2.weight"].shape == (192, 64, 5, 5)
+    names = [n for n, _ in net.layers]
+    assert "norm1" not in names and names.index("drop6") < names.index("fc6")
+
+
+def test_he_init_and_input_size_changes_fc6():
+    net = AlexNet(2, init="he", input_size=99)
+    assert net.pool5_shape == (256, 2, 2) and net.params["fc6.weight"].shape == (4096, 1024)
+    w = net.params["conv3.weight"]
+    assert abs(float(w.std()) - np.sqrt(2.0 / (256 * 9))) < 2e-3
+    assert float(np.abs(net.params["fc6.bias"]).max()) == 0.0
+    with pytest.raises(ValueError, match="too small"):
+        AlexNet(2, input_size=20)
+
+
+def test_full_size_alexnet_float32_forward_backward():
+    net = AlexNet(3)
+    x = np.random.default_rng(0).standard_normal((2, 3, 227, 227)).astype(np.float32)
+    logits = net.forward(x, train=True)
+    assert logits.shape == (2, 3) and logits.dtype == np.float32
+    loss, d = SoftmaxCrossEntropy()(logits, np.array([0, 2]))
+    assert np.isfinite(loss)
+    net.backward(d)
+    for k, g in net.grads.items():
+        assert g.shape == net.params[k].shape and g.dtype == np.float32, k
+        assert np.all(np.isfinite(g)), k
+    assert float(np.abs(net.grads["conv1.weight"]).sum()) > 0
+    with pytest.raises(ValueError, match="expects input of shape"):
+        net.forward(np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_predict_proba_rows_sum_to_one_and_are_batch_independent():
+    net = AlexNet(3, input_size=67, widths=MINI, init="he")
+    x = np.random.default_rng(0).standard_normal((5, 3, 67, 67)).astype(np.float32)
+    p_all = net.predict_proba(x, batch_size=5)
+    p_small = net.predict_proba(x, batch_size=2)
+    np.testing.assert_allclose(p_all.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(p_all, p_small, rtol=1e-5, atol=1e-6)
+
+
+def _python_calls(fn):
+    count = 0
+
+    def prof(frame, event, arg):
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_forward_backward_do_not_loop_over_batch_or_pixels():
+    """The number of Python-level calls of a training step is the same for any batch size and
+    input size: a Python loop over images or pixels would make it grow."""
+    lossf = SoftmaxCrossEntropy()
+
+    def step(n, size):
+        net = AlexNet(2, input_size=size, widths=MINI, init="he")
+        x = np.random.default_rng(0).standard_normal((n, 3, size, size)).astype(np.float32)
+        labels = np.arange(n) % 2
+        net.forward(x, train=True)  # warm-up (first calls import and cache)
+        return _python_calls(lambda: net.backward(lossf(net.forward(x, train=True), labels)[1]))
+
+    base = step(2, 67)
+    assert step(7, 67) == base
+    assert step(2, 131) == base
+
+
+def test_to_network_input_replicates_gray_and_subtracts_mean():
+    gray = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    out = to_network_input(gray, mean=np.array([1.0, 2.0, 3.0]))
+    assert out.shape == (2, 3, 4, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 2], gray - 3.0)
+    mean_img = gray.mean(axis=0)
+    out = to_network_input(gray, mean=mean_img)
+    np.testing.assert_allclose(out[:, 0], gray - mean_img)
+    np.testing.assert_array_equal(out[:, 0], out[:, 1])
