@@ -8,7 +8,9 @@ from .layers import (Conv2d, ReLU, LocalResponseNorm, MaxPool2d, Dropout, Linear
                      SoftmaxCrossEntropy)
 from .model import AlexNet, to_network_input
 from .optim import SGD
+from .weights import save_weights, load_weights, save_checkpoint, load_checkpoint
 
 __all__ = ["AlexNet", "SGD", "SoftmaxCrossEntropy", "Conv2d", "ReLU", "LocalResponseNorm",
            "MaxPool2d", "Dropout", "Linear", "Flatten", "to_network_input", "set_backend",
            "backend_name", "to_numpy"]
+__all__ += ["save_weights", "load_weights", "save_checkpoint", "load_checkpoint"]

@@ -189,9 +189,10 @@ class Dropout(Layer):
     """Inverted dropout: at train time y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p);
     at test time y = x. Backward: dx = dout * mask / (1 - p).
 
-    The mask is drawn on the host from ``self.rng`` (a ``numpy.random.Generator``)
-    on both backends, so a run's randomness is one saveable state and a resumed
-    run draws the very same masks. Set ``fixed_mask`` to test with a known mask.
+    Masks come from ``self.rng``, a counter-based stream (:class:`~alexnet_np.ops.CounterRNG`)
+    evaluated where the data lives: NumPy and CUDA draw the very same mask, and
+    the stream's state is two integers, so a resumed run draws the masks an
+    uninterrupted one would. Set ``fixed_mask`` to test with a known mask.
     """
 
     def __init__(self, p=0.5, rng=None):
@@ -199,7 +200,7 @@ class Dropout(Layer):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.rng = rng if rng is not None else ops.CounterRNG(0)
         self.fixed_mask = None
 
     def extra_repr(self):
@@ -209,12 +210,10 @@ class Dropout(Layer):
         if not train or self.p == 0.0:
             self.cache = None
             return x
-        m = array_module(x)
         if self.fixed_mask is not None:
-            mask = self.fixed_mask
+            mask = array_module(x).asarray(self.fixed_mask, dtype=x.dtype)
         else:
-            mask = (self.rng.random(x.shape, dtype=np.float32) >= self.p)
-        mask = m.asarray(mask, dtype=x.dtype)
+            mask = ops.dropout_mask(x, self.rng.next_key(), self.p)
         self.cache = mask
         return ops.dropout_apply(x, mask, 1.0 / (1.0 - self.p))
 

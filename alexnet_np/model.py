@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import ops
 from .backend import array_module, to_numpy
 from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
 
@@ -107,7 +108,7 @@ class AlexNet:
         self.num_classes, self.variant, self.init = int(num_classes), variant, init
         self.input_size = int(input_size or DEFAULT_INPUT_SIZE[variant])
         self.dropout = dropout
-        self.rng = np.random.default_rng(seed + 1)  # dropout masks; part of a checkpoint
+        self.rng = ops.CounterRNG(seed + 1)  # dropout masks; its state is part of a checkpoint
         self.widths = tuple(int(v) for v in (widths or DEFAULT_WIDTHS[variant]))
         if len(self.widths) != 7:
             raise ValueError(f"widths must give 7 numbers (conv1..conv5, fc6, fc7), got {widths}")

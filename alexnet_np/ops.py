@@ -200,6 +200,58 @@ def _neg_pow(a, beta: float):
     return np.power(a, -beta)
 
 
+# ----------------------------------------------------------------------------- random numbers
+GOLDEN = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, the splitmix64 increment
+
+
+def mix64(z):
+    """splitmix64's finalizer on uint64 arrays (arithmetic mod 2^64): a bijective bit mixer."""
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class CounterRNG:
+    """A counter-based random stream for dropout: draw k uses the key mix64(seed * GOLDEN + k).
+
+    Each mask entry is then a pure function of (key, position), so the NumPy and
+    CUDA twins of :func:`dropout_mask` produce identical masks, and the whole
+    state is two integers (``state`` / ``set_state``), which a checkpoint stores
+    to make a resumed run draw exactly the masks of an uninterrupted one.
+    """
+
+    def __init__(self, seed=0):
+        self.seed, self.counter = int(seed), 0
+
+    def next_key(self) -> int:
+        z = (self.seed * GOLDEN + self.counter) % 2 ** 64
+        self.counter += 1
+        return int(mix64(np.array([z], dtype=np.uint64))[0])
+
+    @property
+    def state(self) -> dict:
+        return {"seed": self.seed, "counter": self.counter}
+
+    def set_state(self, state: dict):
+        self.seed, self.counter = int(state["seed"]), int(state["counter"])
+
+
+def keep_threshold(p: float) -> int:
+    """Entries whose 24-bit uniform integer u satisfies u >= ceil(p * 2^24) are kept: P(keep) = 1 - p
+    up to 2^-24. Integer comparison keeps the two twins bit-identical."""
+    return int(math.ceil(p * 2 ** 24))
+
+
+@gpu_twin
+def dropout_mask(x, key: int, p: float):
+    """Bernoulli(1 - p) keep-mask shaped like x: mask[i] = [top 24 bits of mix64(key + (i+1)*GOLDEN)
+    >= ceil(p * 2^24)], with i the flat C-order position."""
+    i = np.arange(1, x.size + 1, dtype=np.uint64)
+    u = mix64(i * np.uint64(GOLDEN) + np.uint64(key)) >> np.uint64(40)
+    return (u >= np.uint64(keep_threshold(p))).astype(x.dtype).reshape(x.shape)
+
+
 # ----------------------------------------------------------------------------- ReLU, dropout
 @gpu_twin
 def relu_forward(x, inplace: bool = False):

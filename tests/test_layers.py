@@ -206,7 +206,7 @@ def test_dropout_fixed_mask_gradient_and_scaling():
 
 
 def test_dropout_is_identity_at_test_time_and_keeps_expectation():
-    layer = Dropout(0.5, rng=np.random.default_rng(0))
+    layer = Dropout(0.5, rng=ops.CounterRNG(0))
     x = np.ones((200, 500), np.float32)
     assert layer.forward(x, train=False) is x
     y = layer.forward(x, train=True)
@@ -214,6 +214,31 @@ def test_dropout_is_identity_at_test_time_and_keeps_expectation():
     assert abs(y.mean() - 1.0) < 0.01
     with pytest.raises(ValueError):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_mask_stream_statistics(p):
+    """Keep rate 1 - p, no correlation between neighbours or between successive draws."""
+    rng = ops.CounterRNG(123)
+    x = np.zeros((400, 1000), np.float32)
+    a = ops.dropout_mask(x, rng.next_key(), p)
+    b = ops.dropout_mask(x, rng.next_key(), p)
+    se = np.sqrt(p * (1 - p) / x.size)
+    assert abs(a.mean() - (1 - p)) < 5 * se
+    assert abs(np.corrcoef(a.ravel()[:-1], a.ravel()[1:])[0, 1]) < 0.01
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+
+
+def test_counter_rng_state_restores_the_same_masks():
+    x = np.zeros((3, 50), np.float32)
+    rng = ops.CounterRNG(7)
+    rng.next_key()
+    state = dict(rng.state)
+    first = ops.dropout_mask(x, rng.next_key(), 0.5)
+    other = ops.CounterRNG(0)
+    other.set_state(state)
+    np.testing.assert_array_equal(ops.dropout_mask(x, other.next_key(), 0.5), first)
+    assert ops.CounterRNG(8).next_key() != ops.CounterRNG(7).next_key()
 
 
 # ----------------------------------------------------------------------------- linear, flatten, loss
