@@ -1,0 +1,254 @@
+"""Adapters: build a manifest from public data sets' own layouts and label files.
+
+Each adapter reads the data set's label file, finds the image files, maps the labels onto the
+paper's three classes (the mapping is a module-level dict, documented in the README section) and
+returns manifest rows; with ``out_csv`` it also writes them (paths relative to the CSV's folder).
+Bad label rows or unresolvable files are collected and raised together as a
+:class:`~data_prep.manifest.ManifestError` naming the label file, line, column and value.
+
+* :func:`cbis_ddsm_manifest`  CBIS-DDSM description CSVs + the TCIA download folder;
+* :func:`mini_mias_manifest`  mini-MIAS ``Info.txt`` + ``mdbNNN.pgm`` files;
+* :func:`inbreast_manifest`   INbreast's ``;``-separated ``INbreast.csv`` + ``AllDICOMs``;
+* :func:`folder_manifest`     any ``root/<class>/[<patient>/]<image>`` layout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .manifest import (
+    LABELS,
+    ManifestError,
+    ManifestProblem,
+    read_csv_records,
+    require_columns,
+    write_manifest,
+)
+
+#: CBIS-DDSM pathology -> class. BENIGN_WITHOUT_CALLBACK findings were benign-looking enough not to
+#: be recalled at all, so their images count as negative.
+CBIS_PATHOLOGY = {"MALIGNANT": "malignant", "BENIGN": "recalled_benign", "BENIGN_WITHOUT_CALLBACK": "negative"}
+#: mini-MIAS severity (NORM has none) -> class.
+MIAS_SEVERITY = {"NORM": "negative", "B": "recalled_benign", "M": "malignant"}
+#: INbreast BI-RADS -> class, following the ACR audit definition of a screening result (BI-RADS 1
+#: and 2 are negative screens; 3, 4 and 5 are positive, i.e. recalled). INbreast has no pathology
+#: for every case, so BI-RADS 4-6 stands in for malignant and 3 for recalled-benign.
+INBREAST_BIRADS = {"1": "negative", "2": "negative", "3": "recalled_benign", "4": "malignant", "4a": "malignant",
+                   "4b": "malignant", "4c": "malignant", "5": "malignant", "6": "malignant"}
+#: Class folder names accepted by folder_manifest (case-insensitive).
+FOLDER_LABELS = {"negative": "negative", "normal": "negative", "recalled_benign": "recalled_benign",
+                 "recalled-benign": "recalled_benign", "benign": "recalled_benign", "malignant": "malignant",
+                 "cancer": "malignant"}
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".pgm")
+SEVERITY = {name: rank for rank, name in enumerate(LABELS)}
+
+
+def _finish(rows: list[dict], out_csv) -> list[dict]:
+    """Sort rows by path; if ``out_csv`` is given, write them with paths relative to its folder."""
+    rows.sort(key=lambda r: r["image_path"])
+    if out_csv is not None:
+        folder = Path(out_csv).resolve().parent
+        relative = [{**r, "image_path": Path(os.path.relpath(r["image_path"], folder)).as_posix()} for r in rows]
+        write_manifest(relative, out_csv)
+    return rows
+
+
+def _row(path, patient, exam, laterality, view, label, source) -> dict:
+    return {"image_path": str(path), "patient_id": patient, "exam_id": exam, "laterality": laterality,
+            "view": view, "label": label, "source": source, "interval_cancer": 0}
+
+
+def _read_table(path: Path, delimiter: str = ",") -> tuple[list[str], list[tuple[int, dict]]]:
+    """A label table with values stripped and empty records dropped (see read_csv_records)."""
+    header, records = read_csv_records(path, delimiter)
+    records = [(line, {k: (v or "").strip() for k, v in raw.items()}) for line, raw in records]
+    return header, [(line, row) for line, row in records if any(row.values())]
+
+
+# ----------------------------------------------------------------------------------------------
+# CBIS-DDSM
+# ----------------------------------------------------------------------------------------------
+
+def _cbis_full_image(root: Path, csv_path_value: str) -> Path | None:
+    """Find the full-mammogram DICOM of a CBIS-DDSM CSV entry in the downloaded tree.
+
+    The CSVs' paths do not match the downloaded folder names (data_formats.md), so only the first
+    component (e.g. ``Mass-Training_P_00001_LEFT_CC``) is trusted: the DICOM file(s) below that
+    folder are globbed, preferring one inside a "full mammogram images" folder. The ROI and crop
+    folders end in ``_1``, ``_2``... and are never the first component of a full-image path.
+    """
+    first = csv_path_value.strip().replace("\\", "/").split("/")[0]
+    for folder in (root / first, root / "CBIS-DDSM" / first):
+        if folder.is_dir():
+            files = sorted(folder.rglob("*.dcm"))
+            full = [f for f in files if "full mammogram" in f.parent.name.lower()]
+            if len(full) == 1 or len(files) == 1:
+                return (full or files)[0]
+    exact = root / csv_path_value.strip()
+    return exact if exact.is_file() else None
+
+
+def cbis_ddsm_manifest(root, description_csvs, out_csv=None, skip_missing: bool = False) -> list[dict]:
+    """Manifest rows from CBIS-DDSM's ``{mass,calc}_case_description_{train,test}_set.csv`` files.
+
+    One row per full mammogram (patient, side, view). An image with several abnormalities takes the
+    most severe class (:data:`CBIS_PATHOLOGY`: malignant > recalled_benign > negative); an image
+    listed in both the mass and the calc files appears once. ``exam_id`` is the patient id (CBIS-DDSM
+    has one screening exam per patient). Unresolvable images raise, unless ``skip_missing``.
+    """
+    root = Path(root)
+    images: dict[tuple, dict] = {}
+    problems = []
+    for table in map(Path, [description_csvs] if isinstance(description_csvs, (str, os.PathLike)) else description_csvs):
+        header, rows = _read_table(table)
+        require_columns(table, header, ("patient_id", "left or right breast", "image view", "pathology", "image file path"))
+        for line, row in rows:
+            label = CBIS_PATHOLOGY.get(row["pathology"].upper())
+            side = {"LEFT": "L", "RIGHT": "R"}.get(row["left or right breast"].upper())
+            view = row["image view"].upper()
+            for column, ok, expected in (("pathology", label, ", ".join(CBIS_PATHOLOGY)),
+                                         ("left or right breast", side, "LEFT or RIGHT"),
+                                         ("image view", view in ("CC", "MLO"), "CC or MLO")):
+                if not ok:
+                    problems.append(ManifestProblem(line, column, row[column], expected))
+            if not (label and side and view in ("CC", "MLO")):
+                continue
+            key = (row["patient_id"], side, view)
+            known = images.get(key)
+            if known is None:
+                path = _cbis_full_image(root, row["image file path"])
+                if path is None:
+                    if not skip_missing:
+                        problems.append(ManifestProblem(line, "image file path", row["image file path"],
+                                                        f"a full-mammogram DICOM below {root}"))
+                    continue
+                images[key] = _row(path, row["patient_id"], row["patient_id"], side, view, label, "cbis-ddsm")
+            elif SEVERITY[label] > SEVERITY[known["label"]]:
+                known["label"] = label
+        if problems:
+            raise ManifestError(table, problems)
+    return _finish(list(images.values()), out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# mini-MIAS
+# ----------------------------------------------------------------------------------------------
+
+def mini_mias_manifest(info_txt, image_dir=None, out_csv=None) -> list[dict]:
+    """Manifest rows from mini-MIAS's ``Info.txt`` (``REFNUM BG CLASS SEVERITY X Y RADIUS``).
+
+    Films come in pairs per patient: even reference numbers are left breasts, odd ones right
+    (mdb001 R and mdb002 L are patient 1). All are MLO views. NORM is negative, severity B
+    recalled-benign and M malignant (:data:`MIAS_SEVERITY`); a reference listed twice (two
+    abnormalities) takes the most severe. Lines not starting with ``mdbNNN`` (notes) are ignored.
+    """
+    info_txt = Path(info_txt)
+    image_dir = Path(image_dir) if image_dir else info_txt.parent
+    labels: dict[str, str] = {}
+    problems = []
+    for line, text in enumerate(info_txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        tokens = text.split()
+        if not tokens or not re.fullmatch(r"mdb\d{3}", tokens[0]):
+            continue
+        if len(tokens) < 3:
+            problems.append(ManifestProblem(line, "CLASS", text.strip(), "REFNUM BG CLASS [SEVERITY X Y RADIUS]"))
+            continue
+        key = "NORM" if tokens[2] == "NORM" else (tokens[3] if len(tokens) > 3 else "")
+        label = MIAS_SEVERITY.get(key)
+        if label is None:
+            problems.append(ManifestProblem(line, "SEVERITY", key, "B or M for an abnormality (CLASS other than NORM)"))
+            continue
+        if SEVERITY[label] >= SEVERITY.get(labels.get(tokens[0], ""), -1):
+            labels[tokens[0]] = label
+    if problems:
+        raise ManifestError(info_txt, problems)
+    rows = []
+    for ref, label in labels.items():
+        number = int(ref[3:])
+        patient = f"mias_{(number + 1) // 2:03d}"
+        rows.append(_row(image_dir / f"{ref}.pgm", patient, patient, "L" if number % 2 == 0 else "R", "MLO", label,
+                         "mini-mias"))
+    return _finish(rows, out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# INbreast
+# ----------------------------------------------------------------------------------------------
+
+def inbreast_manifest(csv_path, dicom_dir, out_csv=None, mapping: dict | None = None) -> list[dict]:
+    """Manifest rows from INbreast's ``INbreast.csv`` (``;``-separated) and its ``AllDICOMs`` folder.
+
+    Columns used: ``Laterality``, ``View``, ``File Name``, ``Bi-Rads``. Each file is
+    ``{File Name}_{patient hash}_MG_{L|R}_{CC|ML}_ANON.dcm``; the patient is the hash (the CSV's
+    ``Patient ID`` column is anonymised away). ``View`` MLO (the files say ML) is kept as MLO.
+    Labels from BI-RADS through ``mapping`` (default :data:`INBREAST_BIRADS`).
+    """
+    csv_path, dicom_dir = Path(csv_path), Path(dicom_dir)
+    mapping = mapping or INBREAST_BIRADS
+    header, table = _read_table(csv_path, delimiter=";")
+    require_columns(csv_path, header, ("Laterality", "View", "File Name", "Bi-Rads"))
+    rows, problems = [], []
+    for line, row in table:
+        label = mapping.get(row["Bi-Rads"].lower())
+        side, view = row["Laterality"].upper(), row["View"].upper()
+        matches = sorted(dicom_dir.glob(f"{row['File Name']}_*.dcm")) if row["File Name"] else []
+        for column, ok, expected in (("Bi-Rads", label, ", ".join(mapping)), ("Laterality", side in ("L", "R"), "L or R"),
+                                     ("View", view in ("CC", "MLO"), "CC or MLO"),
+                                     ("File Name", len(matches) == 1, f"exactly one {row['File Name']}_*.dcm in {dicom_dir}")):
+            if not ok:
+                problems.append(ManifestProblem(line, column, row.get(column, ""), expected))
+        if label and side in ("L", "R") and view in ("CC", "MLO") and len(matches) == 1:
+            parts = matches[0].stem.split("_")
+            patient = parts[1] if len(parts) > 2 else row.get("Patient ID", "") or row["File Name"]
+            rows.append(_row(matches[0], patient, patient, side, view, label, "inbreast"))
+    if problems:
+        raise ManifestError(csv_path, problems)
+    return _finish(rows, out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folder per class
+# ----------------------------------------------------------------------------------------------
+
+def _side_and_view(stem: str) -> tuple[str, str]:
+    """Laterality and view from file-name tokens such as ``P001_LEFT_CC`` or ``case7-R-MLO``."""
+    tokens = {t.upper() for t in re.split(r"[_\-. ]+", stem)}
+    side = "L" if tokens & {"L", "LEFT"} else "R" if tokens & {"R", "RIGHT"} else ""
+    view = "CC" if "CC" in tokens else "MLO" if tokens & {"MLO", "ML"} else ""
+    # LCC, RMLO... written as one token
+    for token in tokens:
+        match = re.fullmatch(r"([LR])(CC|MLO)", token)
+        if match:
+            side, view = side or match.group(1), view or match.group(2)
+    return side, view
+
+
+def folder_manifest(root, out_csv=None, source: str | None = None) -> list[dict]:
+    """Manifest rows from a ``root/<class>/[<patient>/]<image>`` layout.
+
+    Class folder names are mapped with :data:`FOLDER_LABELS` (negative/normal, recalled_benign/
+    benign, malignant/cancer; any case). The patient is the first sub-folder inside the class
+    folder; an image directly in the class folder is its own patient (its file stem), so such a
+    layout cannot keep a patient's images together -- prefer patient folders. Laterality and view
+    come from file-name tokens (``L``/``LEFT``/``R``/``RIGHT``, ``CC``/``MLO``/``ML``, or ``LCC``
+    style); left empty when absent, the build then reads DICOM tags. ``source`` defaults to the
+    root folder's name. Other top-level folders raise.
+    """
+    root = Path(root)
+    source = source or root.resolve().name
+    rows, problems = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = FOLDER_LABELS.get(class_dir.name.lower())
+        if label is None:
+            problems.append(ManifestProblem(0, "class folder", class_dir.name, ", ".join(FOLDER_LABELS)))
+            continue
+        for path in sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            inner = path.relative_to(class_dir).parts
+            patient = inner[0] if len(inner) > 1 else path.stem
+            side, view = _side_and_view(path.stem)
+            rows.append(_row(path, patient, patient, side, view, label, source))
+    if problems:
+        raise ManifestError(root, problems)
+    return _finish(rows, out_csv)

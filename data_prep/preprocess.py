@@ -1,0 +1,255 @@
+"""The paper's preprocessing as small ordered steps.
+
+Paper (Materials and Methods): "images were preprocessed using standard techniques including
+histogram equalization, mean subtracting, and downsampling using standard bicubic interpolation to
+227 x 227 pixels from original resolution."
+
+The order used here, each step one function:
+
+1. :func:`breast_mask`     threshold + largest connected component (finds the breast);
+2. :func:`orient`          every breast faces the same way, like a left breast (chest wall left);
+3. :func:`crop_to_breast`  crop to the mask's bounding box, blank what is outside the mask
+                           (removes film labels and markers);
+4. :func:`resize_bicubic`  anti-aliased bicubic downsampling to size x size ("stretch" as the
+                           paper, or "pad" to a square first);
+5. :func:`equalize_histogram`  global histogram equalization (the paper) or CLAHE, over the breast;
+6. :func:`to_uint8`        store as 8-bit.
+
+Equalization comes after downsampling: it is a per-pixel mapping, so doing it last gives the
+stored pixels an exactly flat histogram, and it costs 227^2 instead of ~10^7 pixels.
+Mean subtraction is deliberately *not* done here: it uses the training split's mean, which the
+training code computes (see :func:`data_prep.build.compute_mean`) and records.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+from scipy import ndimage
+from skimage.exposure import equalize_adapthist
+from skimage.filters import threshold_otsu
+
+from .manifest import DataPrepError
+
+ASPECTS = ("stretch", "pad")
+EQUALIZE_METHODS = ("global", "clahe", "none")
+#: The breast mask is found on a copy subsampled to at most this many pixels per side.
+MASK_MAX_SIDE = 512
+#: Keys' cubic convolution parameter; -0.5 is the "bicubic" of MATLAB imresize, Pillow and OpenCV.
+KEYS_A = -0.5
+#: Where the foreground threshold lies between the background level and Otsu's threshold (breast_mask).
+THRESHOLD_FRACTION = 0.3
+
+
+def breast_mask(image: np.ndarray, threshold_fraction: float = THRESHOLD_FRACTION) -> np.ndarray:
+    """Boolean mask of the breast: threshold, keep the largest connected component, fill its holes.
+
+    Otsu's threshold separates background from tissue; the threshold used lies ``threshold_fraction``
+    of the way from the background level (the median of the pixels below Otsu's threshold) up to it.
+    At 0.3 of the way it keeps the thin, dark breast periphery and the fatty tissue that film
+    renders close to the background, yet stays above the background and its noise, which on film is
+    far from 0. The largest 8-connected component is the breast; film labels, markers and dust are
+    smaller components and drop out. Holes (dark fatty regions enclosed by tissue) are
+    filled. For speed the mask is computed on a copy subsampled to at most :data:`MASK_MAX_SIDE`
+    pixels per side and expanded back by repetition; its coarser edge (a few pixels of the original)
+    is invisible after downsampling to 227 pixels.
+    """
+    step = max(1, -(-max(image.shape) // MASK_MAX_SIDE))
+    small = image[::step, ::step]
+    if small.max() <= small.min():
+        return np.zeros(image.shape, bool)
+    sample = small[::2, ::2].ravel()  # a quarter of the pixels give the same histogram statistics
+    otsu = threshold_otsu(sample)
+    background_level = np.median(sample[sample <= otsu])
+    foreground = small > background_level + threshold_fraction * (otsu - background_level)
+    labels, count = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return np.zeros(image.shape, bool)
+    largest = labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+    # A hole is a background component that does not touch the image border.
+    background, count = ndimage.label(~largest)
+    is_hole = np.ones(count + 1, bool)
+    is_hole[0] = False
+    is_hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    filled = largest | is_hole[background]
+    return np.repeat(np.repeat(filled, step, axis=0), step, axis=1)[: image.shape[0], : image.shape[1]]
+
+
+def chest_wall_side(mask: np.ndarray) -> str | None:
+    """'left' or 'right': the image edge the breast rests on; None when the mask cannot tell.
+
+    The breast touches the chest-wall edge along much of the image height and the opposite edge
+    hardly at all (the nipple side is surrounded by background). We compare the fraction of rows
+    in which the mask reaches each edge band (2% of the width).
+    """
+    band = max(1, mask.shape[1] // 50)
+    left = mask[:, :band].any(axis=1).mean()
+    right = mask[:, -band:].any(axis=1).mean()
+    if abs(left - right) < 0.1:
+        return None
+    return "left" if left > right else "right"
+
+
+def orient(image: np.ndarray, laterality: str | None, mask: np.ndarray | None = None):
+    """Flip the image left-right so every breast is oriented like a left breast; returns (image, mask).
+
+    The paper's preprocessing implies one orientation for all images (a CNN should not have to
+    learn both); the issue asks to flip right breasts to the left. The DICOM display convention puts
+    a left breast's chest wall on the image's left edge and a right breast's on the right edge, so a
+    right breast is mirrored. Film scans (DDSM) and some vendors store breasts either way, so the
+    image content decides first (:func:`chest_wall_side`); the laterality decides only when the
+    content cannot tell. ``mask`` is flipped along (computed with :func:`breast_mask` if None).
+    """
+    if mask is None:
+        mask = breast_mask(image)
+    side = chest_wall_side(mask) or ("right" if laterality == "R" else "left")
+    if side == "right":
+        return image[:, ::-1], mask[:, ::-1]
+    return image, mask
+
+
+def crop_to_breast(image: np.ndarray, mask: np.ndarray | None = None):
+    """Crop to the bounding box of the breast mask and set pixels outside the mask to 0.
+
+    Returns (cropped image, cropped mask). Blanking outside the mask removes labels and markers
+    that fall inside the bounding box. Raises :class:`DataPrepError` when no breast is found.
+    """
+    if mask is None:
+        mask = breast_mask(image)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise DataPrepError("crop_to_breast: no breast found (no pixel above the threshold)")
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    cropped_mask = mask[box]
+    return np.where(cropped_mask, image[box], 0).astype(np.float32), cropped_mask
+
+
+def keys_cubic(x: np.ndarray, a: float = KEYS_A) -> np.ndarray:
+    """Keys' cubic convolution kernel (IEEE Trans ASSP 29:1153, 1981), support |x| < 2."""
+    x = np.abs(x)
+    inner = ((a + 2) * x - (a + 3)) * x * x + 1
+    outer = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return np.where(x <= 1, inner, np.where(x < 2, outer, 0.0))
+
+
+def bicubic_weights(n_in: int, n_out: int) -> scipy.sparse.csr_matrix:
+    """Sparse (n_out, n_in) matrix of anti-aliased bicubic weights along one axis.
+
+    Output pixel j is centred at input coordinate ``(j + 0.5) * n_in / n_out`` (pixel centres at
+    i + 0.5). When shrinking, the kernel is stretched by the scale factor so that it averages over
+    the input pixels one output pixel covers (anti-aliasing, as MATLAB's imresize and Pillow do).
+    Taps outside the image are dropped and each row is renormalised to sum to 1.
+    """
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    centres = (np.arange(n_out) + 0.5) * scale
+    taps = int(np.ceil(2 * stretch)) + 1
+    index = np.floor(centres)[:, None].astype(np.int64) + np.arange(-taps, taps + 1)[None, :]
+    weight = keys_cubic((index + 0.5 - centres[:, None]) / stretch)
+    weight[(index < 0) | (index >= n_in)] = 0.0
+    weight /= weight.sum(axis=1, keepdims=True)
+    keep = weight != 0
+    rows = np.broadcast_to(np.arange(n_out)[:, None], index.shape)
+    return scipy.sparse.csr_matrix((weight[keep], (rows[keep], index[keep])), shape=(n_out, n_in))
+
+
+def pad_to_square(image: np.ndarray) -> np.ndarray:
+    """Pad with background (0) to a square: rows evenly above and below, columns on the right.
+
+    After :func:`orient` the chest wall is the left edge, so padding on the right keeps it there.
+    """
+    rows, cols = image.shape
+    side = max(rows, cols)
+    top = (side - rows) // 2
+    return np.pad(image, ((top, side - rows - top), (0, side - cols)))
+
+
+def resize_bicubic(image: np.ndarray, size: int, aspect: str = "stretch") -> np.ndarray:
+    """Anti-aliased bicubic resize to (size, size); the paper's "bicubic interpolation to 227 x 227".
+
+    ``aspect="stretch"`` scales rows and columns independently (the paper gives one target size for
+    every image, so the aspect ratio is not kept); ``"pad"`` first pads to a square with
+    :func:`pad_to_square`, keeping the breast's shape. Returns float32 (see :func:`resize_to`).
+    """
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+    if aspect == "pad":
+        image = pad_to_square(image)
+    return resize_to(image, (size, size))
+
+
+def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased bicubic resize of a 2-D image to ``shape`` (rows, cols); float32.
+
+    Separable: ``W_rows @ image @ W_cols.T`` with the sparse matrices of :func:`bicubic_weights`.
+    Bicubic ringing may overshoot the input range slightly at sharp edges.
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    rows = bicubic_weights(image.shape[0], shape[0]).astype(np.float32)
+    cols = bicubic_weights(image.shape[1], shape[1]).astype(np.float32)
+    return np.asarray((cols @ (rows @ image).T).T, dtype=np.float32)
+
+
+def equalize_histogram(image: np.ndarray, method: str = "global", mask: np.ndarray | None = None) -> np.ndarray:
+    """Histogram equalization over the breast (the paper's "histogram equalization"); float32 in [0, 1].
+
+    * ``"global"``: each breast pixel becomes the fraction of breast pixels not brighter than it
+      (the empirical CDF), so the breast's histogram becomes flat. The background is excluded from
+      the histogram and set to 0: otherwise a background covering 40% of the image would push
+      every breast pixel above 0.4.
+    * ``"clahe"``: contrast-limited adaptive equalization (scikit-image, tiles of 1/8 of the
+      image, clip limit 0.01), background set to 0 afterwards. Not in the paper; an option.
+    * ``"none"``: clip to [0, 1], background set to 0.
+
+    ``mask`` selects the breast pixels; None means all pixels.
+    """
+    if method not in EQUALIZE_METHODS:
+        raise ValueError(f"equalize must be one of {EQUALIZE_METHODS}, got {method!r}")
+    image = np.clip(image, 0.0, 1.0).astype(np.float32)
+    if mask is None:
+        mask = np.ones(image.shape, bool)
+    out = np.zeros(image.shape, np.float32)
+    if not mask.any():
+        return out
+    if method == "global":
+        values = image[mask]
+        out[mask] = np.searchsorted(np.sort(values), values, side="right") / values.size
+    elif method == "clahe":
+        kernel = max(8, min(image.shape) // 8)
+        out[mask] = equalize_adapthist(image, kernel_size=kernel, clip_limit=0.01)[mask]
+    else:
+        out[mask] = image[mask]
+    return out
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Round [0, 1] floats to uint8 0..255 (values outside are clipped)."""
+    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def preprocess_steps(image: np.ndarray, laterality: str | None, size: int = 227, aspect: str = "stretch",
+                     equalize: str = "global", threshold_fraction: float = THRESHOLD_FRACTION) -> dict:
+    """Run the whole preprocessing and return every intermediate, for figures and audits.
+
+    Keys: ``original`` (input), ``cropped`` (oriented and cropped, blanked outside the breast),
+    ``resized`` (bicubic, float), ``equalized`` (float in [0, 1]), ``final`` (uint8, what is
+    stored), ``flipped`` (bool: whether :func:`orient` mirrored the image).
+    """
+    mask = breast_mask(image, threshold_fraction)
+    oriented, mask = orient(image, laterality, mask)
+    cropped, mask = crop_to_breast(oriented, mask)
+    resized = resize_bicubic(cropped, size, aspect)
+    small_mask = resize_bicubic(mask.astype(np.float32), size, aspect) > 0.5
+    equalized = equalize_histogram(resized, equalize, small_mask)
+    return {"original": image, "cropped": cropped, "resized": resized, "equalized": equalized,
+            "final": to_uint8(equalized), "flipped": oriented is not image}
+
+
+def preprocess_image(array: np.ndarray, laterality: str | None, size: int = 227, aspect: str = "stretch",
+                     equalize: str = "global") -> np.ndarray:
+    """Preprocess one image read by :func:`data_prep.readers.read_image` into a (size, size) uint8 array.
+
+    ``laterality`` is ``"L"``, ``"R"`` or None (then only the image content orients it). See the
+    module docstring for the steps and :func:`preprocess_steps` for the intermediates.
+    """
+    return preprocess_steps(array, laterality, size, aspect, equalize)["final"]

@@ -1,0 +1,1 @@
+"""Synthetic FFDM-like and DDSM-like screening cohorts (see :mod:`data_prep.synthetic.cohort`)."""

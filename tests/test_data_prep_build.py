@@ -1,0 +1,171 @@
+"""Dataset build: HDF5 layout, error report, resume after a crash, parallel workers, CLI."""
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+import data_prep.build as build_module
+from data_prep.__main__ import main
+from data_prep.build import (
+    build_dataset,
+    compute_mean,
+    errors_report_path,
+    load_dataset,
+)
+from data_prep.manifest import DataPrepError, write_manifest
+from data_prep.preprocess import preprocess_image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from data_prep_fixtures import breast_image, write_dicom
+
+LABEL_OF = ["negative", "recalled_benign", "malignant"]
+
+
+def make_cohort(folder: Path, n: int = 6) -> Path:
+    """n PNG breasts (alternating L/R, R stored chest-wall-right) + one DICOM with tags only."""
+    rows = []
+    for i in range(n):
+        side = "LR"[i % 2]
+        image = breast_image(80 + 4 * i, 60, "left" if side == "L" else "right", level=0.4 + 0.05 * i, lesion=i % 3 == 2)
+        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(folder / f"img{i}.png")
+        rows.append({"image_path": f"img{i}.png", "patient_id": f"P{i // 2}", "exam_id": f"E{i // 2}",
+                     "laterality": side, "view": "CC" if i % 4 < 2 else "MLO", "label": LABEL_OF[i % 3],
+                     "source": "test", "interval_cancer": int(i % 3 == 2 and i > 3)})
+    stored = np.rint(breast_image(90, 70, "right") * 3000).astype(np.uint16)
+    write_dicom(folder / "tags.dcm", stored, ImageLaterality="R", ViewPosition="MLO", WindowCenter=1500,
+                WindowWidth=3000)
+    rows.append({"image_path": "tags.dcm", "patient_id": "PD", "exam_id": "ED", "laterality": "", "view": "",
+                 "label": "malignant", "source": "dicom"})
+    return write_manifest(rows, folder / "manifest.csv")
+
+
+def test_build_layout_and_attributes(tmp_path):
+    manifest = make_cohort(tmp_path)
+    out = build_dataset(manifest, tmp_path / "out.h5", size=32, aspect="pad", equalize="clahe", workers=1,
+                        progress=False)
+    data = load_dataset(out)
+    assert data["images"].shape == (7, 32, 32) and data["images"].dtype == np.uint8
+    assert data["labels"].dtype == np.int8 and list(data["labels"]) == [0, 1, 2, 0, 1, 2, 2]
+    assert list(data["interval_cancer"]) == [0, 0, 0, 0, 0, 1, 0]
+    assert data["patient_id"][6] == "PD" and isinstance(data["patient_id"][0], str)
+    assert (data["laterality"][6], data["view"][6]) == ("R", "MLO")        # from the DICOM tags
+    assert list(data["manifest_line"]) == list(range(2, 9))
+    attrs = data["attrs"]
+    assert json.loads(attrs["label_names"]) == {"0": "negative", "1": "recalled_benign", "2": "malignant"}
+    assert (attrs["size"], attrs["aspect"], attrs["equalize"], attrs["mean_subtracted"]) == (32, "pad", "clahe", False)
+    assert attrs["format_name"] == "aboutalib2018-mammo-dataset" and attrs["n_errors"] == 0
+    assert json.loads(attrs["build_parameters"])["aspect"] == "pad"
+    assert not (tmp_path / "out.h5.partial").exists()
+    # The stored pixels are exactly preprocess_image's output.
+    from data_prep.readers import read_image
+    image, _ = read_image(tmp_path / "img1.png")
+    np.testing.assert_array_equal(data["images"][1], preprocess_image(image, "R", 32, "pad", "clahe"))
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path):
+    manifest = make_cohort(tmp_path, n=3)
+    (tmp_path / "img1.png").write_bytes(b"corrupt")
+    (tmp_path / "img2.png").unlink()
+    out = build_dataset(manifest, tmp_path / "out.h5", size=16, workers=1, progress=False)
+    data = load_dataset(out)
+    assert list(data["patient_id"]) == ["P0", "PD"] and data["attrs"]["n_errors"] == 2
+    with open(errors_report_path(out), newline="") as f:
+        report = list(csv.DictReader(f))
+    assert [r["image_path"] for r in report] == ["img1.png", "img2.png"]
+    assert "img1.png: file: is not a readable image" in report[0]["reason"]
+    assert "does not exist" in report[1]["reason"] and report[1]["manifest_line"] == "4"
+
+
+def test_unknown_laterality_is_an_error_not_a_guess(tmp_path):
+    Image.fromarray(np.rint(breast_image() * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    rows = [{"image_path": "a.png", "patient_id": "P", "exam_id": "E", "laterality": "", "view": "CC",
+             "label": "negative", "source": "x"}]
+    manifest = write_manifest(rows, tmp_path / "m.csv")
+    with pytest.raises(DataPrepError, match="none of the 1 images"):
+        build_dataset(manifest, tmp_path / "out.h5", size=16, workers=1, progress=False)
+    with open(errors_report_path(tmp_path / "out.h5"), newline="") as f:
+        reason = next(csv.DictReader(f))["reason"]
+    assert "laterality unknown" in reason and not (tmp_path / "out.h5").exists()
+
+
+def test_resume_after_crash(tmp_path, monkeypatch):
+    manifest = make_cohort(tmp_path, n=8)
+    clean = load_dataset(build_dataset(manifest, tmp_path / "clean.h5", size=24, workers=1, progress=False))
+
+    monkeypatch.setattr(build_module, "PART_SIZE", 2)
+    real_write_part = build_module._write_part
+    writes = []
+
+    def crash_on_third_part(partial, results):
+        if len(writes) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        writes.append(len(results))
+        real_write_part(partial, results)
+
+    monkeypatch.setattr(build_module, "_write_part", crash_on_third_part)
+    out = tmp_path / "out.h5"
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(manifest, out, size=24, workers=1, progress=False)
+    assert not out.exists()                                       # nothing half-written
+    assert len(list((tmp_path / "out.h5.partial").glob("part_*.h5"))) == 2
+
+    monkeypatch.setattr(build_module, "_write_part", real_write_part)
+    prepared = []
+    real_prepare = build_module._prepare_one
+    monkeypatch.setattr(build_module, "_prepare_one", lambda task: prepared.append(task[0]) or real_prepare(task))
+    build_dataset(manifest, out, size=24, workers=1, progress=False)
+    assert sorted(prepared) == [4, 5, 6, 7, 8]                    # only the images not yet done
+    resumed = load_dataset(out)
+    for name in ("images", "labels", "patient_id", "laterality", "view", "interval_cancer"):
+        np.testing.assert_array_equal(resumed[name], clean[name])
+
+    prepared.clear()
+    build_dataset(manifest, out, size=24, workers=1, progress=False)
+    assert prepared == []                                          # finished file reused as it is
+    build_dataset(manifest, out, size=20, workers=1, progress=False)
+    assert len(prepared) == 9 and load_dataset(out)["images"].shape[1:] == (20, 20)   # new parameters: rebuilt
+
+
+def test_partial_from_other_parameters_is_discarded(tmp_path, monkeypatch):
+    manifest = make_cohort(tmp_path, n=4)
+    partial = tmp_path / "out.h5.partial"
+    partial.mkdir()
+    (partial / "fingerprint.txt").write_text("something else\n")
+    with h5py.File(partial / "part_000000.h5", "w") as f:      # would break the build if it were reused
+        f["index"] = np.array([0])
+        f["images"] = np.zeros((1, 99, 99), np.uint8)
+    data = load_dataset(build_dataset(manifest, tmp_path / "out.h5", size=16, workers=1, progress=False))
+    assert data["images"].shape == (5, 16, 16)
+
+
+def test_parallel_build_equals_serial(tmp_path):
+    manifest = make_cohort(tmp_path, n=6)
+    serial = load_dataset(build_dataset(manifest, tmp_path / "a.h5", size=24, workers=1, progress=False))
+    parallel = load_dataset(build_dataset(manifest, tmp_path / "b.h5", size=24, workers=2, progress=False))
+    np.testing.assert_array_equal(parallel["images"], serial["images"])
+    np.testing.assert_array_equal(parallel["patient_id"], serial["patient_id"])
+
+
+def test_compute_mean(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8)).astype(np.uint8)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["images"] = images
+    np.testing.assert_allclose(compute_mean(tmp_path / "d.h5"), images.mean(axis=0))
+    np.testing.assert_allclose(compute_mean(tmp_path / "d.h5", [7, 2, 2, 5], chunk=2), images[[2, 5, 7]].mean(axis=0))
+    np.testing.assert_allclose(compute_mean(images, [1, 3]), images[[1, 3]].mean(axis=0))
+
+
+def test_cli_build_and_validate(tmp_path, capsys):
+    manifest = make_cohort(tmp_path, n=2)
+    assert main(["build", str(manifest), str(tmp_path / "cli.h5"), "--size", "16", "--workers", "1", "--quiet"]) == 0
+    assert "3 images, 0 skipped" in capsys.readouterr().out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image_path,patient_id,exam_id,laterality,view,label,source\na.png,P,E,Q,CC,negative,x\n")
+    assert main(["validate", str(bad)]) == 2
+    assert "line 2, column 'laterality'" in capsys.readouterr().err

@@ -1,0 +1,153 @@
+"""Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty."""
+
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from data_prep.build import build_dataset, load_dataset
+from data_prep.manifest import read_manifest
+from data_prep.readers import read_image
+from data_prep.synthetic.cohort import (
+    FIELD_HEIGHT_MM,
+    PAPER_COHORTS,
+    class_counts,
+    synthesize,
+)
+
+SIZE = (160, 128)   # tiny images keep the tests fast; the anatomy is in mm, so only resolution changes
+
+
+@pytest.fixture(scope="module")
+def ffdm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ffdm")
+    return synthesize("ffdm", 24, seed=5, out_dir=out, image_size=SIZE, workers=1, progress=False)
+
+
+def findings_of(manifest):
+    with open(manifest.parent / "findings.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_class_counts_follow_the_paper():
+    assert tuple(class_counts("ffdm", 1303).values()) == PAPER_COHORTS["ffdm"]
+    assert tuple(class_counts("ddsm", 2412).values()) == PAPER_COHORTS["ddsm"]
+    assert class_counts("ffdm", 100) == {"negative": 42, "recalled_benign": 29, "malignant": 29}
+    assert sum(class_counts("ddsm", 7).values()) == 7
+
+
+def test_views_per_patient_and_class_mix(ffdm):
+    rows = read_manifest(ffdm)
+    by_patient = defaultdict(list)
+    for row in rows:
+        by_patient[row["patient_id"]].append(row)
+    labels = {p: r[0]["label"] for p, r in by_patient.items()}
+    assert sorted(labels.values()) == sorted(np.repeat(list(class_counts("ffdm", 24)), list(class_counts("ffdm", 24).values())))
+    for patient, images in by_patient.items():
+        views = sorted((r["laterality"], r["view"]) for r in images)
+        if labels[patient] == "malignant":   # only the cancer-affected breast, like the paper
+            assert len(views) == 2 and views[0][0] == views[1][0] and {v for _, v in views} == {"CC", "MLO"}
+        else:
+            assert views == [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
+    summary = json.loads((ffdm.parent / "cohort.json").read_text())
+    assert summary["n_images"] == len(rows) and summary["class_counts"] == class_counts("ffdm", 24)
+
+
+def test_findings_by_class_and_side(ffdm):
+    rows = read_manifest(ffdm)
+    findings = defaultdict(list)
+    for f in findings_of(ffdm):
+        findings[f["image_path"]].append(f)
+    for row in rows:
+        roles = {f["role"] for f in findings[row["image_path"]]}
+        if row["label"] == "negative":
+            assert roles <= {"incidental"}
+        elif row["label"] == "malignant":
+            assert "malignant" in roles                   # both views of the affected breast
+        else:
+            assert "malignant" not in roles
+    benign_patients = {r["patient_id"] for r in rows if r["label"] == "recalled_benign"}
+    for patient in benign_patients:
+        shown = {(f["laterality"], f["view"]) for path, fs in findings.items() for f in fs
+                 if f["patient_id"] == patient and f["role"] == "recalled_benign"}
+        assert any({(side, "CC"), (side, "MLO")} <= shown for side in "LR")   # seen in both views of a breast
+
+
+def test_interval_cancers_are_flagged_malignant(ffdm):
+    rows = read_manifest(ffdm)
+    flagged = {r["patient_id"] for r in rows if r["interval_cancer"]}
+    assert all(r["label"] == "malignant" for r in rows if r["interval_cancer"])
+    assert len(flagged) == round(34 / 375 * class_counts("ffdm", 24)["malignant"])
+
+
+def test_dicom_tags(ffdm):
+    rows = read_manifest(ffdm)
+    photometric, bits = set(), set()
+    for row in rows:
+        ds = pydicom.dcmread(row["path"])
+        assert ds.Modality == "MG" and ds.SOPClassUID.startswith("1.2.840.10008.5.1.4.1.1.1.2")
+        assert ds.get("ImageLaterality", ds.get("Laterality")) == row["laterality"]
+        code = {"CC": "399162004", "MLO": "399368009"}[row["view"]]
+        assert ds.ViewCodeSequence[0].CodeValue == code and ds.get("ViewPosition", row["view"]) == row["view"]
+        assert float(ds.ImagerPixelSpacing[0]) == pytest.approx(FIELD_HEIGHT_MM / SIZE[0], rel=1e-5)
+        assert (ds.Rows, ds.Columns) == SIZE and ds.PatientID == row["patient_id"]
+        assert ds.BitsStored in (12, 14) and ds.HighBit == ds.BitsStored - 1
+        photometric.add(ds.PhotometricInterpretation)
+        bits.add(ds.BitsStored)
+        image, meta = read_image(row["path"])
+        assert meta["laterality"] == row["laterality"] and meta["view"] == row["view"]
+        assert image[image > 0].size > 0.2 * image.size                      # a breast is there
+    assert photometric == {"MONOCHROME1", "MONOCHROME2"} and bits == {12, 14}
+
+
+def test_deterministic_from_seed_whatever_the_workers(tmp_path, ffdm):
+    again = synthesize("ffdm", 24, seed=5, out_dir=tmp_path / "a", image_size=SIZE, workers=2, progress=False)
+    assert again.read_text() == ffdm.read_text()
+    for row in read_manifest(ffdm)[:6]:
+        a = pydicom.dcmread(row["path"]).pixel_array
+        b = pydicom.dcmread(again.parent / row["image_path"]).pixel_array
+        np.testing.assert_array_equal(a, b)
+    other = synthesize("ffdm", 24, seed=6, out_dir=tmp_path / "b", image_size=SIZE, workers=1, progress=False)
+    assert other.read_text() != ffdm.read_text()
+
+
+def test_ddsm_film_files_and_orientation(tmp_path):
+    manifest = synthesize("ddsm", 6, seed=1, out_dir=tmp_path / "ddsm", image_size=SIZE, workers=1, progress=False)
+    rows = read_manifest(manifest)
+    assert {r["source"] for r in rows} == {"ddsm"} and not any(r["interval_cancer"] for r in rows)
+    saturated = 0
+    for row in rows:
+        pixels = np.asarray(Image.open(row["path"]))
+        assert pixels.dtype == np.uint16 and pixels.max() <= 4095          # 12-bit film scan in 16-bit PNG
+        saturated += int((pixels == 4095).sum() > 0)                        # burned-in labels
+    assert saturated == len(rows)
+    data = load_dataset(build_dataset(manifest, tmp_path / "d.h5", size=32, workers=1, progress=False))
+    assert data["attrs"]["n_errors"] == 0
+    # Films are stored facing either way; every built image has its chest wall on the left.
+    images = data["images"].astype(float)
+    assert (images[:, :, :4].mean(axis=(1, 2)) > images[:, :, -4:].mean(axis=(1, 2))).all()
+
+
+def test_difficulty_is_a_monotone_contrast_knob(tmp_path):
+    """Anatomy is identical across difficulties; the lesion signal shrinks as difficulty grows."""
+    images = {}
+    for difficulty in (0.5, 1.0, 2.0, 8.0):
+        manifest = synthesize("ffdm", 6, seed=3, out_dir=tmp_path / str(difficulty), difficulty=difficulty,
+                              image_size=SIZE, workers=1, progress=False)
+        rows = [r for r in read_manifest(manifest) if r["label"] != "negative"]
+        images[difficulty] = np.stack([read_image(r["path"])[0] for r in rows])
+    signal = [np.abs(images[d] - images[8.0]).sum() for d in (0.5, 1.0, 2.0)]
+    assert signal[0] > signal[1] > signal[2] > 0
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="dataset"):
+        synthesize("mri", 5, 0, tmp_path)
+    with pytest.raises(ValueError, match="difficulty"):
+        synthesize("ffdm", 5, 0, tmp_path, difficulty=0)
+    with pytest.raises(ValueError, match="image_size"):
+        synthesize("ffdm", 5, 0, tmp_path, image_size=(32, 32))
