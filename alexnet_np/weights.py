@@ -202,6 +202,25 @@ def _assign(model, arrays):
         model.params[key][...] = xp.asarray(value)
 
 
+def weights_info(path):
+    """The root attributes of a weights file (variant, input_size, channel_order, mean, ...),
+    read without loading any array; raises the same clear errors as :func:`load_weights`."""
+    with _open(os.fspath(path)) as f:
+        return _root_attrs(f)
+
+
+def fold_input_std(model, std):
+    """Make a model whose weights expect (x - mean) / (255 * std) accept (x - mean) instead.
+
+    torchvision's ImageNet weights were trained on inputs divided by 255 * std per
+    channel; dividing conv1's weights W[:, c] by 255 * std[c] gives the same conv1
+    output for undivided inputs (conv1 is linear and its zero padding stays zero).
+    """
+    w = model.params["conv1.weight"]
+    scale = model.xp.asarray(255.0 * np.asarray(std, dtype=np.float64), dtype=w.dtype)
+    w /= scale[None, :, None, None]
+
+
 def load_weights(model, path, exclude=()):
     """Load the parameters of every layer except ``exclude`` from ``path`` into ``model`` in place.
 

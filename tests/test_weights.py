@@ -198,3 +198,22 @@ def test_checkpoint_errors_and_weights_view(tmp_path):
     b = small_net(seed=5)
     load_weights(b, path)  # a checkpoint is also a weights file
     assert all(same(net.params[k], b.params[k]) for k in net.params)
+
+
+def test_fold_input_std_makes_undivided_inputs_equivalent():
+    from alexnet_np.weights import fold_input_std
+    net = AlexNet(3, variant="torchvision", input_size=67, widths=(4, 6, 6, 6, 4, 8, 8), init="he",
+                  dtype=np.float64)
+    std = np.array([0.229, 0.224, 0.225])
+    x = np.random.default_rng(0).standard_normal((2, 3, 67, 67)) * 50
+    expected = net.forward(x / (255.0 * std)[None, :, None, None], train=False)
+    fold_input_std(net, std)
+    np.testing.assert_allclose(net.forward(x, train=False), expected, rtol=1e-10)
+
+
+def test_weights_info_reads_attributes_without_loading(tmp_path):
+    from alexnet_np.weights import weights_info
+    net = AlexNet(2, input_size=67, widths=(4, 6, 6, 6, 4, 8, 8))
+    save_weights(net, tmp_path / "w.h5", mean=(1.0, 2.0, 3.0), source="test")
+    info = weights_info(tmp_path / "w.h5")
+    assert info["input_size"] == 67 and info["variant"] == "caffe" and tuple(info["mean"]) == (1.0, 2.0, 3.0)

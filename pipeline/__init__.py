@@ -1,0 +1,1 @@
+"""The study orchestration: scenarios, data, training, evaluation, report (run.py drives it)."""

@@ -1,0 +1,231 @@
+"""The study's orchestration: scenarios, balancing, splits, training resume, the incremental
+comparison, and an end-to-end smoke run of run.py on a tiny synthetic cohort."""
+import csv
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from alexnet_np import SGD, AlexNet
+from pipeline import evaluate
+from pipeline.data import ImageSet, split_holdout
+from pipeline.scenarios import SCENARIOS, balance, get_scenario, scenario_labels
+from pipeline.train import TrainingDiverged, batch_indices, train
+
+MINI = (8, 12, 12, 12, 8, 16, 16)
+
+
+# ----------------------------------------------------------------------------- scenarios
+def test_scenario_mapping_matches_the_paper():
+    labels = np.array([0, 1, 2])  # negative, recalled-benign, malignant
+    expect = {"malignant-vs-rest": [0, 0, 1], "malignant-vs-negative": [0, -1, 1],
+              "malignant-vs-benign": [-1, 0, 1], "negative-vs-benign": [0, 1, -1],
+              "benign-vs-rest": [0, 1, 0], "triple": [0, 1, 2]}
+    assert set(expect) == set(SCENARIOS)
+    for name, want in expect.items():
+        assert scenario_labels(get_scenario(name), labels).tolist() == want, name
+    with pytest.raises(ValueError, match="unknown scenario"):
+        get_scenario("benign-vs-malignant")
+
+
+def test_balance_gives_equal_classes_and_merged_classes_draw_equally():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    rng = np.random.default_rng(0)
+    idx, y = balance(get_scenario("malignant-vs-rest"), labels, np.arange(100), rng)
+    assert np.bincount(y).tolist() == [20, 20]
+    rest = labels[idx[y == 0]]
+    assert np.bincount(rest, minlength=3).tolist() == [10, 10, 0]  # half negative, half benign
+    idx, y = balance(get_scenario("benign-vs-rest"), labels, np.arange(100), rng)
+    assert np.bincount(y).tolist() == [30, 30]  # 15 negative + 15 malignant vs 30 benign
+    assert np.bincount(labels[idx[y == 0]], minlength=3).tolist() == [15, 0, 15]
+    idx, y = balance(get_scenario("triple"), labels, np.arange(100), rng)
+    assert np.bincount(y).tolist() == [20, 20, 20] and len(np.unique(idx)) == 60
+    with pytest.raises(ValueError, match="no images"):
+        balance(get_scenario("malignant-vs-negative"), labels, np.arange(50), rng)
+
+
+def test_balance_is_deterministic_for_a_seed():
+    labels = np.random.default_rng(1).integers(0, 3, 200)
+    a = balance(get_scenario("triple"), labels, np.arange(200), np.random.default_rng(5))
+    b = balance(get_scenario("triple"), labels, np.arange(200), np.random.default_rng(5))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# ----------------------------------------------------------------------------- splits
+def _toy_set(n_patients=60, seed=0, size=67, name="ffdm"):
+    rng = np.random.default_rng(seed)
+    plabel = rng.integers(0, 3, n_patients)
+    pid = np.repeat([f"{name}:P{i}" for i in range(n_patients)], 4)
+    labels = np.repeat(plabel, 4)
+    n = len(labels)
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    images[labels == 2, 20:40, 20:40] = 255  # a learnable "lesion"
+    return ImageSet(name, images, labels.astype(np.int64), pid, np.zeros(n, np.int8),
+                    np.array([f"img{i}.png" for i in range(n)]), np.full(n, name), {})
+
+
+def test_holdout_split_is_patient_level_and_per_source():
+    ds = ImageSet.concat("combined", [_toy_set(40, 0, name="ffdm"), _toy_set(40, 1, name="ddsm")])
+    tr, te = split_holdout(ds, 0.25, seed=3)
+    assert not set(ds.patient_id[tr]) & set(ds.patient_id[te])
+    assert len(tr) + len(te) == len(ds)
+    for src in ("ffdm", "ddsm"):  # both datasets appear on the test side
+        assert np.any(ds.source[te] == src)
+    tr2, te2 = split_holdout(ds, 0.25, seed=3)
+    assert np.array_equal(te, te2)
+
+
+# ----------------------------------------------------------------------------- training
+def test_batch_order_is_a_function_of_seed_and_iteration():
+    a = [batch_indices(10, 4, 7, t) for t in range(6)]
+    b = [batch_indices(10, 4, 7, t) for t in range(6)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    first_epoch = np.concatenate(a)[:10]
+    assert sorted(first_epoch.tolist()) == list(range(10))  # each image once per epoch
+
+
+def _train_run(tmp_path, name, iters, kill_at=None):
+    ds = _toy_set(30, size=67)
+    idx = np.flatnonzero(ds.labels != 1)
+    y = (ds.labels[idx] == 2).astype(np.int64)
+    net = AlexNet(2, input_size=67, widths=MINI, init="he", seed=0)
+    opt = SGD(net, base_lr=0.01, stepsize=5)
+    kwargs = dict(iters=iters, batch_size=8, seed=1, mean=np.float32(128), scale=1 / 64,
+                  checkpoint_path=tmp_path / f"{name}.h5", log_path=tmp_path / f"{name}.csv",
+                  checkpoint_every=3, progress=False)
+    if kill_at is not None:
+        real_step = opt.step
+
+        def step():
+            if opt.iteration == kill_at:
+                raise KeyboardInterrupt  # the run is killed mid-way
+            real_step()
+        opt.step = step
+        with pytest.raises(KeyboardInterrupt):
+            train(net, opt, ds.images, idx, y, **kwargs)
+        net = AlexNet(2, input_size=67, widths=MINI, init="he", seed=0)  # a fresh process
+        opt = SGD(net, base_lr=0.01, stepsize=5)
+    train(net, opt, ds.images, idx, y, **kwargs)
+    return net, tmp_path / f"{name}.csv"
+
+
+def test_resume_after_kill_gives_the_same_weights(tmp_path):
+    straight, _ = _train_run(tmp_path, "straight", iters=10)
+    resumed, log = _train_run(tmp_path, "resumed", iters=10, kill_at=7)
+    for k in straight.params:
+        np.testing.assert_array_equal(straight.params[k], resumed.params[k], err_msg=k)
+    with open(log) as f:
+        its = [int(r["iteration"]) for r in csv.DictReader(f)]
+    assert its == list(range(10))  # no duplicated or missing log rows
+
+
+def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    ds = _toy_set(20, size=67)
+    idx = np.arange(len(ds))
+    net = AlexNet(3, input_size=67, widths=MINI, init="he")
+    opt = SGD(net, base_lr=1e4, momentum=0.9)
+    with pytest.raises(TrainingDiverged, match="smaller --lr"):
+        train(net, opt, ds.images, idx, ds.labels[idx], iters=50, batch_size=8, seed=0, mean=0.0, scale=1.0,
+              checkpoint_path=tmp_path / "c.h5", log_path=tmp_path / "l.csv", checkpoint_every=1,
+              progress=False)
+    assert (tmp_path / "c.h5").exists()
+    with h5py.File(tmp_path / "c.h5") as f:
+        assert all(np.isfinite(f[k][()]).all() for k in ("conv1/weight", "fc8/weight"))
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_paired_comparison_uses_the_same_cases():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    good = y + rng.normal(0, 0.6, 100)
+    bad = y + rng.normal(0, 2.0, 100)
+    cmp = evaluate.compare_paired(y, good, bad)
+    assert cmp["auc"] > cmp["baseline_auc"] and 0 <= cmp["p_delong"] < 0.05
+    same = evaluate.compare_paired(y, good, good)
+    assert same["p_delong"] == 1.0
+
+
+def test_binary_metrics_fields_and_patient_ci_is_wider():
+    rng = np.random.default_rng(2)
+    pid = np.repeat(np.arange(40), 4)
+    y = np.repeat(rng.permutation([0, 1] * 20), 4)
+    patient_effect = np.repeat(rng.normal(0, 1, 40), 4)
+    score = y + patient_effect + rng.normal(0, 0.2, 160)
+    m = evaluate.binary_metrics(y, score, pid, n_boot=500)
+    for key in ("auc", "ci95_delong", "ci95_bootstrap", "ci95_bootstrap_patient", "specificity_at_0.869"):
+        assert key in m
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(m["ci95_bootstrap_patient"]) > width(m["ci95_bootstrap"])
+    assert m["operating_point"]["sensitivity"] >= 0.869
+
+
+# ----------------------------------------------------------------------------- end to end
+def _run(tmp_path, *extra):
+    import run
+    out = tmp_path / "run"
+    argv = ["--patients", "ffdm=30", "ddsm=30", "--iters", "4", "--pretrain-iters", "3", "--input-size", "67",
+            "--widths", "8", "12", "12", "12", "8", "16", "16", "--batch-size", "8", "--lr", "0.001",
+            "--n-boot", "50", "--out", str(out), "--cache-dir", str(tmp_path.parent / "cache"), "--device", "cpu",
+            "--no-progress", "--workers", "2", "--checkpoint-every", "2", *extra]
+    assert run.main(argv) == 0
+    return out, argv
+
+
+def test_run_py_end_to_end_every_experiment(tmp_path):
+    """Every experiment with a binary and the triple scenario at 4 iterations each: every output
+    must exist and parse; a rerun without --resume refuses, with --resume reuses every model."""
+    import run
+    out, argv = _run(tmp_path, "--scenario", "malignant-vs-negative", "triple", "--experiment", "all",
+                     "--test-fraction", "0.25")
+    res = json.loads((out / "results.json").read_text())
+    runs = res["runs"]
+    assert {(r["experiment"], r["scenario"]) for r in runs} == {
+        (e, s) for e in ("ffdm", "ddsm", "combined", "incremental") for s in ("malignant-vs-negative", "triple")}
+    for r in runs:
+        assert 0.0 <= r["auc"] <= 1.0 and r["n_test"] > 0 and r["n_train"] > 0
+        if r["scenario"] == "triple":
+            assert len(r["pairwise_auc"]) == 3
+        else:
+            assert len(r["ci95_bootstrap_patient"]) == 2 and "specificity_at_0.869" in r
+        if r["experiment"] == "incremental":
+            assert "baseline_auc" in r and "p_delong" in r
+    assert res["config"]["iters"] == 4 and res["environment"]["backend"] == "numpy"
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} >= {"test"}
+    report = (out / "report.md").read_text()
+    assert "What differs from the paper" in report and "paper AUC" in report and "Incremental" in report
+    for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_curves.png"):
+        assert (out / "figures" / fig).stat().st_size > 1000, fig
+    with pytest.raises(SystemExit, match="--resume"):
+        run.main(argv)
+    assert run.main(argv + ["--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["auc"] for r in again] == [r["auc"] for r in runs]  # the saved models were reused
+
+
+def test_run_py_cross_validation_and_robustness(tmp_path):
+    out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--experiment", "ffdm",
+                  "--test-fraction", "0.2", "0.3", "--cv", "2")
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert sorted(r["test_fraction"] for r in runs) == [0.2, 0.3]
+    for r in runs:
+        assert len(r["cv_auc"]) == 2 and np.isfinite(r["cv_auc_sd"])
+    assert (out / "figures" / "robustness.png").exists()
+    assert "Robustness" in (out / "report.md").read_text()
+
+
+def test_run_py_fine_tunes_from_pretrained_weights(tmp_path):
+    """--pretrained loads conv1..fc7 and starts a fresh fc8 (same input size), with the file's mean."""
+    from alexnet_np import save_weights
+    donor = AlexNet(2, input_size=67, widths=MINI, init="he", seed=123)
+    save_weights(donor, tmp_path / "imagenet_like.h5", mean=(100.0, 110.0, 120.0), source="test donor")
+    out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
+                  "--pretrained", str(tmp_path / "imagenet_like.h5"))
+    job = json.loads(h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5")
+                     .attrs["job"])
+    assert job["pretrained"].endswith("imagenet_like.h5") and job["mean_pixel"] == pytest.approx(110.0)
+    assert json.loads((out / "config.json").read_text())["input_scale"] == 1.0
+    report = (out / "report.md").read_text()
+    assert "no ImageNet weights" not in report
