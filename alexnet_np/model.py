@@ -204,13 +204,16 @@ class AlexNet:
                f"num_classes={self.num_classes})\n{body}"
 
 
-def to_network_input(gray, mean=0.0, dtype=np.float32):
-    """Grayscale images (N, H, W) in 0..255 -> network input (N, 3, H, W) with the mean subtracted.
+def to_network_input(gray, mean=0.0, scale=1.0, dtype=np.float32):
+    """Grayscale images (N, H, W) in 0..255 -> network input (N, 3, H, W) = (gray - mean) * scale.
 
     This is where a mammogram becomes AlexNet input: the gray image is replicated
     into the three input channels, then ``mean`` is subtracted -- a scalar, a
     per-channel (3,) mean (as ImageNet weights record it), or a (H, W) mean image
-    (the paper's "mean subtracting", computed on the training split).
+    (the paper's "mean subtracting", computed on the training split). ``scale`` is
+    Caffe's transform_param scale: 1 for bvlc_alexnet (inputs in 0..255 units), about
+    1/64 for training from scratch with He initialization, which expects inputs of
+    unit size.
     """
     m = array_module(gray)
     g = gray.astype(dtype, copy=False)
@@ -220,4 +223,6 @@ def to_network_input(gray, mean=0.0, dtype=np.float32):
         m.subtract(g[:, None], mean[None, :, None, None], out=out)
     else:  # scalar or (H, W) image
         m.subtract(g[:, None], mean, out=out)
+    if scale != 1.0:
+        out *= dtype(scale)
     return out
