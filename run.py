@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import PAPER, PRESETS, StudyConfig, deviations
+from pipeline.config import PAPER, PRESETS, StudyConfig
+from pipeline.data import needed_datasets
 from pipeline.scenarios import SCENARIOS
 from pipeline.study import EXPERIMENTS
 
@@ -134,11 +135,9 @@ def build_config(args, on_gpu: bool) -> StudyConfig:
     patients = {k: int(v) for k, v in _pairs(args.patients, "patients").items()}
     experiments = _names(args.experiment, EXPERIMENTS, "experiment")
     data = _pairs(args.data, "data")
-    needed = {"ffdm"} if set(experiments) <= {"ffdm"} else {"ffdm", "ddsm"}
-    if "ddsm" in experiments and set(experiments) == {"ddsm"}:
-        needed = {"ddsm"}
-    if data and not needed <= set(data):
-        raise SystemExit(f"error: experiments {experiments} need --data for {sorted(needed)}; got {sorted(data)}")
+    needed = needed_datasets(experiments)
+    if data and not set(needed) <= set(data):
+        raise SystemExit(f"error: experiments {experiments} need --data for {needed}; got {sorted(data)}")
     return StudyConfig(
         scenarios=_names(args.scenario, list(SCENARIOS), "scenario"), experiments=experiments,
         test_fractions=args.test_fraction or preset["test_fractions"], preset=args.preset,

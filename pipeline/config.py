@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .data import needed_datasets
+
 PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weight_decay": 0.001,
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
          "ffdm_patients": 1303, "ddsm_patients": 2412}
@@ -79,9 +81,8 @@ class StudyConfig:
 def deviations(cfg: StudyConfig) -> list[str]:
     """Plain statements of everything this run does differently from the paper's setting."""
     out = []
-    used = {"ffdm": any(e != "ddsm" for e in cfg.experiments), "ddsm": any(e != "ffdm" for e in cfg.experiments)}
     synthetic = [f"{getattr(cfg, f'{d}_patients')} {d.upper()}-like patients (paper: {PAPER[f'{d}_patients']} real "
-                 f"patients)" for d in ("ffdm", "ddsm") if used[d] and d not in cfg.data]
+                 f"patients)" for d in needed_datasets(cfg.experiments) if d not in cfg.data]
     if synthetic:
         out.append("synthetic mammograms (data_prep's generator) stand in for the study's data: " + ", ".join(synthetic))
     if not cfg.pretrained:

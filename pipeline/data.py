@@ -21,6 +21,14 @@ import data_prep
 DATASETS = ("ffdm", "ddsm")
 
 
+def needed_datasets(experiments):
+    """Which datasets the experiments read: ddsm-only needs DDSM, ffdm-only FFDM, the others both."""
+    need = set()
+    for e in experiments:
+        need |= {"ffdm"} if e == "ffdm" else {"ddsm"} if e == "ddsm" else {"ffdm", "ddsm"}
+    return [d for d in DATASETS if d in need]
+
+
 @dataclass
 class ImageSet:
     """A dataset held in memory: images (N, S, S) uint8 and per-image metadata arrays."""

@@ -14,8 +14,8 @@ from alexnet_np import backend
 
 from . import report
 from .config import StudyConfig, deviations
-from .data import DATASETS, ImageSet, synthetic_dataset, user_dataset
-from .scenarios import LABEL_NAMES, get_scenario
+from .data import ImageSet, needed_datasets, synthetic_dataset, user_dataset
+from .scenarios import LABEL_NAMES
 from .study import Study
 
 
@@ -64,17 +64,10 @@ def environment() -> dict:
     return env
 
 
-def _needed_datasets(experiments):
-    need = set()
-    for e in experiments:
-        need |= {"ffdm"} if e == "ffdm" else {"ddsm"} if e == "ddsm" else {"ffdm", "ddsm"}
-    return [d for d in DATASETS if d in need]
-
-
 def prepare_datasets(cfg: StudyConfig, cache_dir, workers=None, log=print) -> dict:
     """Load (building or generating first where needed) every dataset the experiments use."""
     out = {}
-    for name in _needed_datasets(cfg.experiments):
+    for name in needed_datasets(cfg.experiments):
         t0 = time.perf_counter()
         if name in cfg.data:
             path = user_dataset(name, cfg.data[name], size=cfg.input_size, cache_dir=cache_dir,
@@ -153,7 +146,6 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     for tf in cfg.test_fractions:
         for experiment in cfg.experiments:
             for name in cfg.scenarios:
-                get_scenario(name)
                 t0 = time.perf_counter()
                 record = study.run(name, experiment, tf)
                 record["seconds"] = time.perf_counter() - t0

@@ -5,7 +5,6 @@ import struct
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 
