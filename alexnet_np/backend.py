@@ -14,6 +14,16 @@ Operations that have a hand-written CUDA kernel are decorated with
 :func:`gpu_twin`: the NumPy version is the function body, and the CuPy twin of
 the same name in :mod:`alexnet_np.cuda_kernels` is picked *by the type of the
 first argument*. No layer ever branches on "am I on the GPU?".
+
+The same decorator picks the CPU version. The function bodies in ops.py are
+the plain *reference* versions (the readable definitions, and the tests'
+oracle); :mod:`alexnet_np.cpu_kernels` holds faster twins of some of them,
+used for NumPy arrays by default:
+
+* ``ALEXNET_NP_CPU_KERNELS=fast`` (default) -- the cpu_kernels twin when one exists;
+* ``ALEXNET_NP_CPU_KERNELS=reference`` -- always the plain ops.py body (teaching, auditing).
+
+``set_cpu_kernels(name)`` does the same from code.
 """
 from __future__ import annotations
 
@@ -25,6 +35,9 @@ import numpy as np
 
 _VALID = ("numpy", "cupy", "auto")
 _xp = None  # the chosen module, resolved lazily on first use
+_CPU_KERNELS = ("fast", "reference")
+_cpu_kernels = None  # "fast" or "reference", resolved lazily on first use
+_cpu_twins = None    # op name -> its cpu_kernels twin; built on first use, reset by set_cpu_kernels
 
 
 def _import_cupy():
@@ -107,12 +120,48 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def gpu_twin(fn):
-    """Decorator: run the CuPy kernel of the same name when the first argument is a CuPy array.
+def set_cpu_kernels(name: str) -> str:
+    """Select the CPU primitives: ``"fast"`` (alexnet_np.cpu_kernels where a twin exists)
+    or ``"reference"`` (the plain bodies in ops.py); returns the name."""
+    global _cpu_kernels, _cpu_twins
+    name = str(name).lower()
+    if name not in _CPU_KERNELS:
+        raise ValueError(f"CPU kernels must be one of {_CPU_KERNELS}, got {name!r}")
+    _cpu_kernels, _cpu_twins = name, None
+    return name
 
-    The decorated body is the NumPy reference; the twin lives in
-    ``alexnet_np.cuda_kernels`` and has exactly the same signature, so the two
-    can be tested against each other.
+
+def cpu_kernels_name() -> str:
+    """``"fast"`` or ``"reference"``: which CPU primitives NumPy arrays get."""
+    if _cpu_kernels is None:
+        set_cpu_kernels(os.environ.get("ALEXNET_NP_CPU_KERNELS", "fast"))
+    return _cpu_kernels
+
+
+def _cpu_twin(name):
+    """The fast CPU twin of op ``name``, or None (reference mode, or no twin).
+
+    All twins are looked up at once, on the first call: after that every call
+    takes the same path (the model's call-count test relies on that)."""
+    global _cpu_twins
+    if _cpu_twins is None:
+        twins = {}
+        if cpu_kernels_name() == "fast":
+            from . import cpu_kernels  # imported once a NumPy array reaches an op
+            twins = {n: getattr(cpu_kernels, n) for n in cpu_kernels.__all__}
+        _cpu_twins = twins
+    return _cpu_twins.get(name)
+
+
+def gpu_twin(fn):
+    """Decorator: the one place where an op's implementation is chosen.
+
+    The decorated body is the NumPy reference. A CuPy first argument goes to the
+    twin of the same name in ``alexnet_np.cuda_kernels``; a NumPy one to the twin
+    in ``alexnet_np.cpu_kernels`` when it exists and the fast CPU kernels are
+    selected (the default), else to the reference. All twins have exactly the
+    signature of the reference, so they can be tested against each other;
+    ``dispatch.numpy_impl`` is the reference itself.
     """
     name = fn.__name__
 
@@ -121,7 +170,7 @@ def gpu_twin(fn):
         if is_gpu_array(a):
             from . import cuda_kernels  # imported only once a CuPy array exists
             return getattr(cuda_kernels, name)(a, *args, **kwargs)
-        return fn(a, *args, **kwargs)
+        return (_cpu_twin(name) or fn)(a, *args, **kwargs)
 
     dispatch.numpy_impl = fn
     return dispatch

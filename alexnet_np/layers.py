@@ -6,7 +6,9 @@ Contract shared by every layer:
   ``self.cache`` exactly what ``backward`` needs (nothing at test time);
 * ``backward(dout)`` returns the gradient with respect to the input (or ``None``
   for a layer marked ``needs_input_grad = False``, e.g. conv1, whose input is
-  the image) and writes parameter gradients into ``self.grads``;
+  the image) and writes parameter gradients into ``self.grads`` (arrays made by
+  the first backward and overwritten by every later one: copy them to keep a
+  step's gradients);
 * ``self.params`` / ``self.grads`` map ``"weight"`` / ``"bias"`` to arrays.
   The model exposes them as ``"conv1.weight"`` etc.
 
@@ -15,10 +17,33 @@ The array module is the one owning the input (NumPy or CuPy), see backend.py.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import ops
 from .backend import array_module, xp
+
+_scratch_store = threading.local()
+
+
+def _scratch(shape, dtype, m):
+    """A scratch array for a temporary that never outlives one layer call (the convolution's
+    GEMM output, its transposed output gradient).
+
+    One buffer per thread, array module and dtype, shared by all layers and grown
+    to the largest request: a fresh array of tens of megabytes costs a page fault
+    and the kernel's zero-fill of every page, each step, more than the copy
+    that fills it.
+    """
+    key = (m.__name__, np.dtype(dtype).str)
+    store = getattr(_scratch_store, "buffers", None)
+    if store is None:
+        store = _scratch_store.buffers = {}
+    size = int(np.prod(shape))
+    if key not in store or store[key].size < size:
+        store[key] = m.empty(size, dtype=dtype)
+    return store[key][:size].reshape(shape)
 
 
 class Layer:
@@ -34,6 +59,15 @@ class Layer:
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
 
+    def _grad_buffer(self, key, m):
+        """The array that receives the gradient of parameter ``key``: allocated once, then
+        overwritten by every backward (copy ``grads`` to keep a step's gradients)."""
+        p = self.params[key]
+        g = self.grads.get(key)
+        if g is None or g.shape != p.shape or g.dtype != p.dtype or array_module(g) is not m:
+            g = self.grads[key] = m.empty(p.shape, dtype=p.dtype)
+        return g
+
     def extra_repr(self) -> str:
         return ""
 
@@ -46,8 +80,14 @@ class Conv2d(Layer):
 
     Forward:   cols = im2col(x)                      (C*kh*kw, N*Ho*Wo)
                Y_g  = W_g @ cols_g + b_g              per group g, W_g: (K/g, C/g*kh*kw)
-    Backward:  dW_g = dY_g @ cols_g^T,   db = sum over (n, ho, wo) of dY,
+    Backward:  dW_g = (cols_g @ dY_g^T)^T,   db = sum over (n, ho, wo) of dY,
                dcols_g = W_g^T @ dY_g,   dx = col2im(dcols)   (the adjoint of im2col).
+
+    GEMM orientation: cols_g @ dY_g^T runs 2-3x faster than dY_g @ cols_g^T in
+    OpenBLAS at these shapes (a short, wide output with a very long inner
+    dimension). dcols is written into the memory of the cached cols, which the
+    backward no longer needs after dW: no new allocation of the layer's largest
+    array.
     """
 
     def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, groups=1, dtype=np.float32):
@@ -77,7 +117,8 @@ class Conv2d(Layer):
         k, s, p, g = self.kernel, self.stride, self.padding, self.groups
         cols = ops.im2col(x, k, k, s, p)                           # (C*k*k, N*Ho*Wo)
         wg = self.params["weight"].reshape(g, self.out_ch // g, -1)  # (g, K/g, C/g*k*k)
-        y = m.matmul(wg, cols.reshape(g, -1, cols.shape[1]))       # (g, K/g, N*Ho*Wo)
+        y = _scratch((g, self.out_ch // g, cols.shape[1]), x.dtype, m)
+        m.matmul(wg, cols.reshape(g, -1, cols.shape[1]), out=y)    # (g, K/g, N*Ho*Wo)
         # (K, N, Ho, Wo) -> (N, K, Ho, Wo), adding the bias in the same pass.
         out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
         m.add(y.reshape(self.out_ch, n, ho, wo).transpose(1, 0, 2, 3),
@@ -88,17 +129,20 @@ class Conv2d(Layer):
     def backward(self, dout):
         m = array_module(dout)
         cols, x_shape = self.cache
-        g, k = self.groups, self.kernel
-        dy = m.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g, self.out_ch // g, -1)
-        colsg = cols.reshape(g, -1, cols.shape[1])
-        self.grads["weight"] = m.matmul(dy, colsg.transpose(0, 2, 1)).reshape(self.params["weight"].shape)
-        self.grads["bias"] = dy.reshape(self.out_ch, -1).sum(axis=1)
         self.cache = None
+        g, k, kg = self.groups, self.kernel, self.out_ch // self.groups
+        n = x_shape[0]
+        dy = _scratch((self.out_ch, cols.shape[1]), dout.dtype, m)  # (K, N*Ho*Wo)
+        m.copyto(dy.reshape(self.out_ch, n, -1), dout.reshape(n, self.out_ch, -1).transpose(1, 0, 2))
+        dyg, colsg = dy.reshape(g, kg, -1), cols.reshape(g, -1, cols.shape[1])
+        dw = m.matmul(colsg, dyg.transpose(0, 2, 1))               # (g, C/g*k*k, K/g)
+        m.copyto(self._grad_buffer("weight", m).reshape(g, kg, -1), dw.transpose(0, 2, 1))
+        dy.sum(axis=1, out=self._grad_buffer("bias", m))
         if not self.needs_input_grad:
             return None
-        wg = self.params["weight"].reshape(g, self.out_ch // g, -1)
-        dcols = m.matmul(wg.transpose(0, 2, 1), dy)                # (g, C/g*k*k, N*Ho*Wo)
-        return ops.col2im(dcols.reshape(cols.shape), x_shape, k, k, self.stride, self.padding)
+        wg = self.params["weight"].reshape(g, kg, -1)
+        m.matmul(wg.transpose(0, 2, 1), dyg, out=colsg)            # dcols, over cols
+        return ops.col2im(cols, x_shape, k, k, self.stride, self.padding)
 
 
 class ReLU(Layer):
@@ -229,6 +273,12 @@ class Linear(Layer):
     """Fully connected layer. x: (N, in), weight: (out, in), bias: (out,) -> y: (N, out).
 
     y = x W^T + b;     dW = dout^T x,   db = sum_n dout,   dx = dout W.
+
+    GEMM orientation: y and dx are computed transposed, y = (W x^T)^T and
+    dx = (W^T dout^T)^T, which OpenBLAS runs 1.3-2.5x faster at AlexNet's shapes
+    (a batch of 50 against a 4096 x 9216 weight). They are copied back to C
+    order (a few hundred kB): every array leaving a layer is C-ordered, which the
+    CUDA dropout mask relies on (its element i is the i-th in C order).
     """
 
     def __init__(self, in_features, out_features, dtype=np.float32):
@@ -244,17 +294,21 @@ class Linear(Layer):
     def forward(self, x, train=True):
         if x.shape[1] != self.in_features:
             raise ValueError(f"{self!r} got an input with {x.shape[1]} features")
-        y = x @ self.params["weight"].T
+        m = array_module(x)
+        y = m.ascontiguousarray((self.params["weight"] @ x.T).T)
         y += self.params["bias"]
         self.cache = x if train else None
         return y
 
     def backward(self, dout):
+        m = array_module(dout)
         x = self.cache
         self.cache = None
-        self.grads["weight"] = dout.T @ x
-        self.grads["bias"] = dout.sum(axis=0)
-        return dout @ self.params["weight"] if self.needs_input_grad else None
+        m.matmul(dout.T, x, out=self._grad_buffer("weight", m))
+        dout.sum(axis=0, out=self._grad_buffer("bias", m))
+        if not self.needs_input_grad:
+            return None
+        return m.ascontiguousarray((self.params["weight"].T @ dout.T).T)
 
 
 class Flatten(Layer):

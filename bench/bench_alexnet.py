@@ -1,13 +1,16 @@
 """Training and inference speed of alexnet_np, optionally side by side with PyTorch.
 
     python bench/bench_alexnet.py [--variant caffe|torchvision] [--device cpu|gpu]
-                                  [--batch 50 [256 ...]] [--vs-torch] [--tf32] [--breakdown]
+                                  [--batch 50 [256 ...]] [--vs-torch] [--vs-reference]
+                                  [--tf32] [--breakdown]
 
 Prints, per batch size: training images/s (forward + backward + SGD step),
 inference images/s, GFLOP/s, the share of the GEMM rate (the same GEMM shapes
-timed alone), peak memory, and with --breakdown a per-layer forward/backward
-table. With --vs-torch (PyTorch installed; it is not a project dependency) the
-same network in PyTorch runs alternately with ours and the ratio is printed.
+and orientations timed alone), peak memory, and with --breakdown a per-layer
+forward/backward table. With --vs-torch (PyTorch installed; it is not a project
+dependency) the same network in PyTorch runs alternately with ours and the
+ratio is printed. With --vs-reference (CPU) our fast CPU kernels run
+alternately with the plain reference versions (ALEXNET_NP_CPU_KERNELS=reference).
 The run's BLAS, thread count and OPENBLAS_* / OMP_* settings are printed first,
 since they change the numbers.
 """
@@ -26,8 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-ENV_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "CUPY_TF32", "ALEXNET_NP_BACKEND")
+ENV_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "CUPY_TF32", "ALEXNET_NP_BACKEND", "ALEXNET_NP_CPU_KERNELS")
 
 
 # ----------------------------------------------------------------------------- environment
@@ -47,6 +51,11 @@ def environment(device):
                                 for p in threadpoolctl.threadpool_info()]
     except ImportError:
         pass
+    if device == "cpu":
+        from alexnet_np import cpu_kernels
+        from alexnet_np.backend import cpu_kernels_name
+        info["cpu_kernels"] = cpu_kernels_name()
+        info["kernel_threads"] = cpu_kernels.THREADS
     if device == "gpu":
         import cupy as cp
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
@@ -140,8 +149,10 @@ def make_ours(variant, batch, device, tf32=False, seed=0):
     return net, train_step, infer, x
 
 
-def gemm_rate(net, batch, device, clock, repeats):
-    """GFLOP/s of the very GEMMs a training step runs (same shapes and transposes), timed alone."""
+def gemm_calls(net, batch):
+    """A function that runs, once each, the very GEMMs of a training step (same shapes and
+    transposes as in layers.py) on random operands, into preallocated outputs as the layers
+    do: the GEMM work alone."""
     from alexnet_np.layers import Conv2d, Linear
     m = net.xp
     rng = np.random.default_rng(1)
@@ -156,18 +167,22 @@ def gemm_rate(net, batch, device, clock, repeats):
             k, ho, wo = layer.output_shape(*shape)
             g, q, npix = layer.groups, layer.in_ch // layer.groups * layer.kernel ** 2, batch * ho * wo
             w, cols, dy = rand(g, k // g, q), rand(g, q, npix), rand(g, k // g, npix)
-            calls.append(lambda w=w, cols=cols: m.matmul(w, cols))
-            calls.append(lambda dy=dy, cols=cols: m.matmul(dy, cols.transpose(0, 2, 1)))
+            y, dw, dcols = m.empty_like(dy), m.empty((g, q, k // g), np.float32), m.empty_like(cols)
+            calls.append(lambda w=w, cols=cols, y=y: m.matmul(w, cols, out=y))
+            calls.append(lambda dy=dy, cols=cols, dw=dw: m.matmul(cols, dy.transpose(0, 2, 1), out=dw))
             if name != "conv1":
-                calls.append(lambda w=w, dy=dy: m.matmul(w.transpose(0, 2, 1), dy))
+                calls.append(lambda w=w, dy=dy, dc=dcols: m.matmul(w.transpose(0, 2, 1), dy, out=dc))
         elif isinstance(layer, Linear):
             w, x, dy = rand(layer.out_features, layer.in_features), rand(batch, layer.in_features), \
                 rand(batch, layer.out_features)
-            calls += [lambda w=w, x=x: x @ w.T, lambda x=x, dy=dy: dy.T @ x, lambda w=w, dy=dy: dy @ w]
+            y, dw = m.empty(dy.shape[::-1], np.float32), m.empty_like(w)
+            dx = m.empty(x.shape[::-1], np.float32)
+            calls += [lambda w=w, x=x, y=y: m.matmul(w, x.T, out=y),
+                      lambda x=x, dy=dy, dw=dw: m.matmul(dy.T, x, out=dw),
+                      lambda w=w, dy=dy, dx=dx: m.matmul(w.T, dy.T, out=dx)]
         if hasattr(layer, "output_shape"):
             shape = layer.output_shape(*shape)
-    t = statistics.median(clock.time(lambda: [c() for c in calls], repeats))
-    return train_flops(net, batch) / t / 1e9
+    return lambda: [c() for c in calls]
 
 
 def breakdown(net, x, device, clock, repeats):
@@ -193,19 +208,40 @@ def breakdown(net, x, device, clock, repeats):
 
 
 def peak_memory_step(train_step, device):
-    """Peak bytes allocated during one training step (NumPy via tracemalloc; CuPy via its pool)."""
-    if device == "gpu":
-        import cupy as cp
-        pool = cp.get_default_memory_pool()
-        pool.free_all_blocks()
-        train_step()
-        cp.cuda.Device().synchronize()
-        return pool.total_bytes()
-    tracemalloc.start()
+    """GPU: bytes in CuPy's memory pool after one training step (everything the step holds)."""
+    import cupy as cp
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
     train_step()
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+    cp.cuda.Device().synchronize()
+    return pool.total_bytes()
+
+
+def peak_memory_cpu(variant, batch):
+    """CPU: peak bytes of all arrays from building the net and the optimizer through two
+    training steps -- parameters, momentum, gradients, activations, and the buffers
+    that the fast kernels and the layers keep for reuse (NumPy reports its allocations
+    to tracemalloc). Run first, in a fresh process, so that no buffer predates it."""
+    tracemalloc.start()
+    try:
+        _, train_step, _, _ = make_ours(variant, batch, "cpu")
+        train_step()
+        train_step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def kernels_switch(name):
+    """A step wrapper that selects the CPU kernels (fast or reference) before running."""
+    from alexnet_np.backend import set_cpu_kernels
+
+    def wrap(fn):
+        def run():
+            set_cpu_kernels(name)
+            return fn()
+        return run
+    return wrap
 
 
 # ----------------------------------------------------------------------------- PyTorch twin
@@ -288,6 +324,8 @@ def main(argv=None):
                     help="batch sizes (default: 50 on CPU, 50 and 256 on GPU)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 5 CPU, 20 GPU)")
     ap.add_argument("--vs-torch", action="store_true", help="time the same net in PyTorch alternately")
+    ap.add_argument("--vs-reference", action="store_true",
+                    help="CPU: time the fast CPU kernels alternately with the reference ones")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: allow TF32 GEMMs (cuBLAS math mode for ours, torch's allow_tf32 flags)")
     ap.add_argument("--breakdown", action="store_true", help="per-layer forward/backward table")
@@ -302,19 +340,26 @@ def main(argv=None):
     results = {"environment": env, "variant": args.variant, "device": args.device,
                "tf32": args.tf32, "date": time.strftime("%Y-%m-%d"), "runs": []}
     for batch in batches:
+        if args.device == "cpu":
+            peak = peak_memory_cpu(args.variant, batch)
         net, train_step, infer, x = make_ours(args.variant, batch, args.device, args.tf32)
         t_train = statistics.median(clock.time(train_step, repeats))
         t_infer = statistics.median(clock.time(infer, repeats))
         flops = train_flops(net, batch)
-        gemm = gemm_rate(net, batch, args.device, clock, max(3, repeats // 2))
-        peak = peak_memory_step(train_step, args.device)
+        # The share of the GEMM rate compares the step with its GEMMs alone, timed alternately
+        # (A B A B) so that a change of machine load hits both.
+        t_step, t_gemm = alternate(train_step, gemm_calls(net, batch), clock, clock.sync,
+                                   max(3, repeats // 2))
+        gemm = flops / t_gemm / 1e9
+        if args.device == "gpu":
+            peak = peak_memory_step(train_step, args.device)
         r = {"batch": batch, "train_img_s": batch / t_train, "infer_img_s": batch / t_infer,
              "train_gflops": flops / t_train / 1e9, "gemm_gflops": gemm,
-             "share_of_gemm_rate": flops / t_train / 1e9 / gemm, "peak_mem_gb": peak / 1e9}
+             "share_of_gemm_rate": t_gemm / t_step, "peak_mem_gb": peak / 1e9}
         print(f"\n[{args.variant} {args.device} batch {batch}] train {r['train_img_s']:.1f} img/s "
-              f"({r['train_gflops']:.1f} GFLOP/s, {100 * r['share_of_gemm_rate']:.0f}% of the "
-              f"{gemm:.1f} GFLOP/s its GEMMs reach alone); inference {r['infer_img_s']:.1f} img/s; "
-              f"peak memory {r['peak_mem_gb']:.2f} GB")
+              f"({r['train_gflops']:.1f} GFLOP/s; {100 * r['share_of_gemm_rate']:.0f}% of the "
+              f"{gemm:.1f} GFLOP/s its GEMMs reach alone, timed alternately); inference "
+              f"{r['infer_img_s']:.1f} img/s; peak memory {r['peak_mem_gb']:.2f} GB")
         if args.breakdown:
             table = breakdown(net, x, args.device, clock, max(2, repeats // 2))
             total = sum(f + b for f, b in table.values())
@@ -324,6 +369,19 @@ def main(argv=None):
             print(f"{'total':8s} {1e3 * sum(f for f, _ in table.values()):9.2f} "
                   f"{1e3 * sum(b for _, b in table.values()):9.2f}")
             r["breakdown_ms"] = {n: [1e3 * f, 1e3 * b] for n, (f, b) in table.items()}
+        if args.vs_reference and args.device == "cpu":
+            from alexnet_np.backend import cpu_kernels_name, set_cpu_kernels
+            mode = cpu_kernels_name()
+            fast, ref = kernels_switch("fast"), kernels_switch("reference")
+            fast_t, ref_t = alternate(fast(train_step), ref(train_step), clock, clock.sync, repeats)
+            fast_i, ref_i = alternate(fast(infer), ref(infer), clock, clock.sync, repeats)
+            set_cpu_kernels(mode)
+            r.update(fast_train_img_s=batch / fast_t, reference_train_img_s=batch / ref_t,
+                     fast_vs_reference_train=ref_t / fast_t, fast_infer_img_s=batch / fast_i,
+                     reference_infer_img_s=batch / ref_i, fast_vs_reference_infer=ref_i / fast_i)
+            print(f"fast vs reference CPU kernels, alternating: train {batch / fast_t:.1f} vs "
+                  f"{batch / ref_t:.1f} img/s -> {ref_t / fast_t:.2f}x; inference {batch / fast_i:.1f} vs "
+                  f"{batch / ref_i:.1f} img/s -> {ref_i / fast_i:.2f}x")
         if args.vs_torch:
             try:
                 import torch

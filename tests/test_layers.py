@@ -251,6 +251,15 @@ def test_linear_gradients():
     np.testing.assert_allclose(layer.forward(x, False), x @ layer.params["weight"].T + layer.params["bias"])
 
 
+def test_linear_returns_c_ordered_arrays():
+    """The GEMMs run transposed for speed; what leaves the layer must still be C-ordered
+    (the CUDA dropout mask numbers elements in C order)."""
+    layer = Linear(6, 4)
+    x = np.ones((3, 6), np.float32)
+    assert layer.forward(x, True).flags.c_contiguous
+    assert layer.backward(np.ones((3, 4), np.float32)).flags.c_contiguous
+
+
 def test_flatten_round_trip():
     x = np.arange(24.0).reshape(2, 3, 2, 2)
     layer = Flatten()
