@@ -180,7 +180,7 @@ def write_report(out, cfg, records, env, timings, command):
                    f"{r['specificity_at_0.869']:.2f}" if "specificity_at_0.869" in r else "--",
                    _paper_auc(exp, r["scenario"])]
             if cfg.cv >= 2:
-                row.insert(-1, f"{r['cv_auc_mean']:.3f} ± {r['cv_auc_sd']:.3f}" if "cv_auc_mean" in r else "--")
+                row.insert(-1, f"{r['cv_auc_mean']:.3f} ± {r['cv_auc_sd']:.3f}" if r.get("cv_auc_mean") is not None else "--")
             rows.append(row)
         lines += [_table(header, rows), ""]
         for r in recs:

@@ -204,7 +204,9 @@ class Study:
                "n_train": int(len(job.train_idx)), "n_test": int(len(idx)),
                "n_train_per_class": np.bincount(job.train_y, minlength=scenario.num_classes).tolist(),
                "n_test_per_class": np.bincount(y, minlength=scenario.num_classes).tolist(),
-               "n_test_patients": int(len(np.unique(ds.patient_id[idx]))), "job": job.key}
+               "n_test_patients": int(len(np.unique(ds.patient_id[idx]))), "job": job.key,
+               # filled by _cross_validate when CV runs; null says it did not
+               "cv_folds": 0, "cv_auc": [], "cv_auc_mean": None, "cv_auc_sd": None}
         if scenario.binary:
             rec.update(evaluate.binary_metrics(y, proba[:, 1], ds.patient_id[idx], self.cfg.n_boot, self.cfg.seed))
         else:
