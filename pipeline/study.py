@@ -124,7 +124,9 @@ class Study:
               desc=job.key, flip=cfg.augment_flip, shift=cfg.augment_shift)
         save_weights(net, folder / "weights.h5", mean=(float(np.mean(mean)),) * 3,
                      source=f"trained by run.py job {job.key} (input mean: the training images' mean image)")
-        results = {name: (idx, y, predict(net, job.data.images, idx, mean, cfg.input_scale))
+        # Scoring in training-sized batches reuses the memory the training steps used (the fast
+        # CPU kernels recycle outputs by shape); batches of another size would hold a second set.
+        results = {name: (idx, y, predict(net, job.data.images, idx, mean, cfg.input_scale, cfg.batch_size))
                    for name, (idx, y) in job.eval_sets.items()}
         info = dict(job.notes, key=job.key, iters=job.iters, n_train=int(len(job.train_idx)),
                     mean_pixel=float(np.mean(mean)), init_weights=job.init_weights,
