@@ -264,8 +264,11 @@ _DROPOUT_MASK = """
 
 
 def dropout_mask(x, key, p):
-    """CUDA twin of ops.dropout_mask: the same splitmix64 stream, drawn on the device."""
-    mask = cp.empty_like(x)
+    """CUDA twin of ops.dropout_mask: the same splitmix64 stream, drawn on the device.
+
+    The mask is allocated C-ordered whatever x's layout (the fc layers return F-ordered
+    arrays), so that the kernel's element i is the i-th in C order, as in ops.dropout_mask."""
+    mask = cp.empty(x.shape, dtype=x.dtype)
     k = _kernel("uint64 key, uint64 golden, uint64 threshold", "T mask", _DROPOUT_MASK,
                 "alexnet_dropout_mask", _wide(x.size))
     k(cp.uint64(key), cp.uint64(GOLDEN), cp.uint64(keep_threshold(p)), mask)

@@ -207,7 +207,7 @@ def breakdown(net, x, device, clock, repeats):
     return {n: (statistics.median(fwd[n][1:]), statistics.median(bwd[n][1:])) for n in fwd}
 
 
-def peak_memory_step(train_step, device):
+def peak_memory_step(train_step):
     """GPU: bytes in CuPy's memory pool after one training step (everything the step holds)."""
     import cupy as cp
     pool = cp.get_default_memory_pool()
@@ -352,7 +352,7 @@ def main(argv=None):
                                    max(3, repeats // 2))
         gemm = flops / t_gemm / 1e9
         if args.device == "gpu":
-            peak = peak_memory_step(train_step, args.device)
+            peak = peak_memory_step(train_step)
         r = {"batch": batch, "train_img_s": batch / t_train, "infer_img_s": batch / t_infer,
              "train_gflops": flops / t_train / 1e9, "gemm_gflops": gemm,
              "share_of_gemm_rate": t_gemm / t_step, "peak_mem_gb": peak / 1e9}

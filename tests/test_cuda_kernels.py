@@ -112,8 +112,10 @@ def test_relu_dropout_sgd_match_numpy(dtype):
 def test_dropout_mask_identical_on_both_backends(dtype, p):
     x = np.zeros((50, 4097), dtype)
     key = ops.CounterRNG(5).next_key()
-    np.testing.assert_array_equal(ops.dropout_mask(cp.asarray(x), key, p).get(),
-                                  ops.dropout_mask.numpy_impl(x, key, p))
+    expected = ops.dropout_mask.numpy_impl(x, key, p)
+    np.testing.assert_array_equal(ops.dropout_mask(cp.asarray(x), key, p).get(), expected)
+    # an F-ordered input (what the fc layers return) gets the same mask
+    np.testing.assert_array_equal(ops.dropout_mask(cp.asfortranarray(cp.asarray(x)), key, p).get(), expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
