@@ -1,4 +1,5 @@
 """AlexNet as a whole: architecture, a float64 whole-network gradient check, full-size shapes."""
+import gc
 import sys
 
 import numpy as np
@@ -111,17 +112,22 @@ def test_predict_proba_rows_sum_to_one_and_are_batch_independent():
 
 
 def _python_calls(fn):
+    """Python-level calls made by fn() in this thread. The garbage collector is paused: a
+    collection inside fn would run finalizers of earlier tests' objects and add their calls."""
     count = 0
 
     def prof(frame, event, arg):
         nonlocal count
         if event in ("call", "c_call"):
             count += 1
+    gc.collect()
+    gc.disable()
     sys.setprofile(prof)
     try:
         fn()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return count
 
 
