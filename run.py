@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from alexnet_np import backend  # before NumPy: importing alexnet_np configures OpenBLAS's threads
 from pipeline.config import PAPER, PRESETS, StudyConfig
 from pipeline.data import needed_datasets
 from pipeline.scenarios import SCENARIOS
@@ -160,7 +161,6 @@ def build_config(args, on_gpu: bool) -> StudyConfig:
 
 def main(argv=None):
     args = parse_args(argv)
-    from alexnet_np import backend
     backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[args.device])
     cfg = build_config(args, on_gpu=backend.backend_name() == "cupy")
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))

@@ -24,12 +24,20 @@ used for NumPy arrays by default:
 * ``ALEXNET_NP_CPU_KERNELS=reference`` -- always the plain ops.py body (teaching, auditing).
 
 ``set_cpu_kernels(name)`` does the same from code.
+
+One fast CPU path is a different algorithm rather than a twin: with the fast
+kernels, the 3x3 stride-1 convolutions of NumPy arrays (conv3 to conv5) run
+Winograd's F(2x2, 3x3) (:mod:`alexnet_np.winograd`) instead of im2col + GEMM;
+:func:`conv_algorithm` decides, ``ALEXNET_NP_WINOGRAD=0`` or
+``set_winograd(False)`` switches it off. The results agree with im2col's to
+float rounding, not bit for bit.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import os
+import threading
 
 import numpy as np
 
@@ -38,6 +46,8 @@ _xp = None  # the chosen module, resolved lazily on first use
 _CPU_KERNELS = ("fast", "reference")
 _cpu_kernels = None  # "fast" or "reference", resolved lazily on first use
 _cpu_twins = None    # op name -> its cpu_kernels twin; built on first use, reset by set_cpu_kernels
+_winograd = None     # whether NumPy 3x3 stride-1 convolutions use Winograd; resolved on first use
+_scratch_store = threading.local()
 
 
 def _import_cupy():
@@ -174,3 +184,61 @@ def gpu_twin(fn):
 
     dispatch.numpy_impl = fn
     return dispatch
+
+
+def set_winograd(enabled: bool) -> bool:
+    """Let the 3x3, stride-1 convolutions of NumPy arrays use Winograd's F(2x2, 3x3)
+    (alexnet_np.winograd; on by default with the fast CPU kernels, env
+    ``ALEXNET_NP_WINOGRAD=0`` turns it off); returns the setting."""
+    global _winograd
+    _winograd = bool(enabled)
+    return _winograd
+
+
+def winograd_enabled() -> bool:
+    """Whether Winograd is allowed (``set_winograd``, else ALEXNET_NP_WINOGRAD, default on)."""
+    if _winograd is None:
+        off = os.environ.get("ALEXNET_NP_WINOGRAD", "1").strip().lower() in ("0", "off", "false", "no")
+        set_winograd(not off)
+    return _winograd
+
+
+def conv_algorithm(a, kernel: int, stride: int) -> str:
+    """How a convolution of array ``a`` runs: ``"winograd"`` (F(2x2, 3x3), a fast CPU path:
+    NumPy array, 3x3 kernel, stride 1, fast CPU kernels, Winograd not switched off) or
+    ``"im2col"`` (im2col + GEMM: the reference, and the CuPy path with its CUDA kernels)."""
+    if (winograd_enabled() and kernel == 3 and stride == 1 and not is_gpu_array(a)
+            and cpu_kernels_name() == "fast"):
+        return "winograd"
+    return "im2col"
+
+
+def parallel(a, work, n: int):
+    """Run ``work(lo, hi)`` over all of range(n): for a NumPy array ``a`` split over the
+    CPU worker threads of alexnet_np.cpu_kernels (NumPy releases the GIL in its loops),
+    for a CuPy array in one call (the GPU runs each operation in parallel already)."""
+    if is_gpu_array(a):
+        work(0, n)
+        return
+    from . import cpu_kernels
+    cpu_kernels.parallel(work, n)
+
+
+def scratch(shape, dtype, m, slot: str = "gemm"):
+    """A scratch array for a temporary that never outlives one layer call (the convolution's
+    GEMM output, its transposed output gradient, Winograd's tile arrays).
+
+    One buffer per thread, array module, dtype and ``slot`` (temporaries alive at
+    the same time take different slots), shared by all layers and grown to the
+    largest request: a fresh array of tens of megabytes costs a page fault and
+    the kernel's zero-fill of every page, each step, more than the copy that
+    fills it.
+    """
+    key = (m.__name__, np.dtype(dtype).str, slot)
+    store = getattr(_scratch_store, "buffers", None)
+    if store is None:
+        store = _scratch_store.buffers = {}
+    size = int(np.prod(shape))
+    if key not in store or store[key].size < size:
+        store[key] = m.empty(size, dtype=dtype)
+    return store[key][:size].reshape(shape)

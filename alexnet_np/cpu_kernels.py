@@ -78,7 +78,7 @@ def _worker(tasks):
             done.put(e)
 
 
-def _parallel(work, n):
+def parallel(work, n):
     """Run ``work(lo, hi)`` on THREADS contiguous shares of range(n), one per worker
     thread, and wait for all of them.
 
@@ -181,7 +181,7 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
 
     def work(lo, hi):
         out[:, :, :, lo:hi] = windows[:, :, :, lo:hi]
-    _parallel(work, n)
+    parallel(work, n)
     return cols
 
 
@@ -221,7 +221,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
                     dst = acc[:, i:i + stride * ho:stride, j:j + stride * wo:stride]
                     np.add(dst, taps[ch, i, j, n0:n1], out=dst)
             dx[n0:n1, ch] = acc[:, pad:pad + h, pad:pad + w]
-    _parallel(work, c * groups)
+    parallel(work, c * groups)
     return dx
 
 
@@ -256,7 +256,7 @@ def _col2im_same(taps, dx, pad):
                     dst = acc[:, a + shift:b + shift]
                     np.add(dst, part[:, :b - a], out=dst)
             dx[:, c0:c1] = acc.reshape(c1 - c0, n, h, w).transpose(1, 0, 2, 3)
-    _parallel(work, c)
+    parallel(work, c)
 
 
 # ----------------------------------------------------------------------------- max pooling
@@ -326,7 +326,7 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
             picked = (slice(None), slice(0, ho), slice(0, (wo - 1) * s + 1, s))
             np.copyto(out[a:b], max_s[:(b - a) * hq * wp].reshape(b - a, hq, wp)[picked])
             np.copyto(argmax[a:b], arg_s[:(b - a) * hq * wp].reshape(b - a, hq, wp)[picked])
-    _parallel(work, n * c)
+    parallel(work, n * c)
     return out.reshape(n, c, ho, wo), argmax.reshape(n, c, ho, wo)
 
 
@@ -392,7 +392,7 @@ def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
             for pi in range(s):
                 for pj in range(s):
                     dx[a:b, pi::s, pj::s] = phases[:, pi, pj, :len(range(pi, h, s)), :len(range(pj, w, s))]
-    _parallel(work, n * c)
+    parallel(work, n * c)
     return dx.reshape(x_shape)
 
 
@@ -480,7 +480,7 @@ def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
             s += k
             _neg_pow(s, beta, yb, tmp_s[:, :c1 - c0])
             yb *= x3[i:i + 1, c0:c1]
-    _parallel(work, items)
+    parallel(work, items)
     return y.reshape(x.shape), scale.reshape(x.shape)
 
 
@@ -513,7 +513,7 @@ def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float):
             np.multiply(x3[i:i + 1, c0:c1], 2.0 * alpha * beta / size, out=tmp)
             tmp *= win
             out -= tmp
-    _parallel(work, items)
+    parallel(work, items)
     return dx.reshape(x.shape)
 
 
@@ -530,7 +530,7 @@ def relu_forward(x, inplace: bool = False):
 
     def work(lo, hi):
         np.maximum(xf[lo:hi], 0, out=yf[lo:hi])
-    _parallel(work, xf.size)
+    parallel(work, xf.size)
     return y
 
 
@@ -551,7 +551,7 @@ def relu_backward(dout, y):
             mask = mask_s[:b - a]
             np.greater(yf[a:b], 0, out=mask)
             np.multiply(df[a:b], mask, out=df[a:b])
-    _parallel(work, df.size)
+    parallel(work, df.size)
     return dout
 
 
@@ -585,4 +585,4 @@ def sgd_update(w, grad, v, lr: float, momentum: float, weight_decay: float):
             vb *= t(momentum)
             vb += step
             wb -= vb
-    _parallel(work, wf.size)
+    parallel(work, wf.size)

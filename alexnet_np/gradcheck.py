@@ -37,18 +37,21 @@ def numeric_gradient(f, x, eps=1e-4, indices=None):
     return grad
 
 
-def rel_error(a, b):
+def rel_error(a, b, scale=None):
     """Max relative error: max_i |a_i - b_i| / max(max|a|, max|b|).
 
     Normalizing by the gradient's scale (not entry by entry) keeps entries that
-    happen to be near zero from reporting rounding noise as error.
+    happen to be near zero from reporting rounding noise as error. When ``a`` and
+    ``b`` are a sample of a gradient's entries, pass the whole gradient's scale
+    (max |entry|) as ``scale``: a sample of exact zeros against rounding noise of
+    1e-11 is no error.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"gradient shapes differ: {a.shape} vs {b.shape}")
     if not a.size:
         return 0.0
-    scale = max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-300)
+    scale = max(np.max(np.abs(a)), np.max(np.abs(b)), scale or 0.0, 1e-300)
     return float(np.max(np.abs(a - b)) / scale)
 
 

@@ -17,33 +17,10 @@ The array module is the one owning the input (NumPy or CuPy), see backend.py.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
-from . import ops
-from .backend import array_module, xp
-
-_scratch_store = threading.local()
-
-
-def _scratch(shape, dtype, m):
-    """A scratch array for a temporary that never outlives one layer call (the convolution's
-    GEMM output, its transposed output gradient).
-
-    One buffer per thread, array module and dtype, shared by all layers and grown
-    to the largest request: a fresh array of tens of megabytes costs a page fault
-    and the kernel's zero-fill of every page, each step, more than the copy
-    that fills it.
-    """
-    key = (m.__name__, np.dtype(dtype).str)
-    store = getattr(_scratch_store, "buffers", None)
-    if store is None:
-        store = _scratch_store.buffers = {}
-    size = int(np.prod(shape))
-    if key not in store or store[key].size < size:
-        store[key] = m.empty(size, dtype=dtype)
-    return store[key][:size].reshape(shape)
+from . import ops, winograd
+from .backend import array_module, conv_algorithm, scratch, xp
 
 
 class Layer:
@@ -54,6 +31,7 @@ class Layer:
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
+        self.buffers: dict = {}  # work arrays kept between calls (see _buffer)
         self.cache = None
 
     def __repr__(self):
@@ -67,6 +45,14 @@ class Layer:
         if g is None or g.shape != p.shape or g.dtype != p.dtype or array_module(g) is not m:
             g = self.grads[key] = m.empty(p.shape, dtype=p.dtype)
         return g
+
+    def _buffer(self, key, shape, dtype, m):
+        """A work array this layer keeps between calls (allocated again only when the
+        shape, dtype or array module changes)."""
+        b = self.buffers.get(key)
+        if b is None or b.shape != tuple(shape) or b.dtype != dtype or array_module(b) is not m:
+            b = self.buffers[key] = m.empty(shape, dtype=dtype)
+        return b
 
     def extra_repr(self) -> str:
         return ""
@@ -88,6 +74,14 @@ class Conv2d(Layer):
     dimension). dcols is written into the memory of the cached cols, which the
     backward no longer needs after dW: no new allocation of the layer's largest
     array.
+
+    3x3 stride-1 convolutions of NumPy arrays (conv3 to conv5) run Winograd's
+    F(2x2, 3x3) instead when backend.conv_algorithm says so (the default with
+    the fast CPU kernels): the same function with 2.25x fewer multiplications,
+    formulas in alexnet_np/winograd.py:
+    Forward:   V = B^T d B per tile,  M_ab = V_ab @ U_ab^T  (U = G W G^T),  Y = A^T M A
+    Backward:  dM = A dY A^T,  dU_ab = dM_ab^T @ V_ab -> dW = G^T dU G,
+               dV_ab = dM_ab @ U_ab -> dx = B dV B^T, overlapping tiles added.
     """
 
     def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, groups=1, dtype=np.float32):
@@ -115,24 +109,28 @@ class Conv2d(Layer):
             raise ValueError(f"{self!r} got an input with {c} channels")
         _, ho, wo = self.output_shape(c, h, w)
         k, s, p, g = self.kernel, self.stride, self.padding, self.groups
+        if conv_algorithm(x, k, s) == "winograd":
+            return self._forward_winograd(x, ho, wo, train)
         cols = ops.im2col(x, k, k, s, p)                           # (C*k*k, N*Ho*Wo)
         wg = self.params["weight"].reshape(g, self.out_ch // g, -1)  # (g, K/g, C/g*k*k)
-        y = _scratch((g, self.out_ch // g, cols.shape[1]), x.dtype, m)
+        y = scratch((g, self.out_ch // g, cols.shape[1]), x.dtype, m)
         m.matmul(wg, cols.reshape(g, -1, cols.shape[1]), out=y)    # (g, K/g, N*Ho*Wo)
         # (K, N, Ho, Wo) -> (N, K, Ho, Wo), adding the bias in the same pass.
         out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
         m.add(y.reshape(self.out_ch, n, ho, wo).transpose(1, 0, 2, 3),
               self.params["bias"][None, :, None, None], out=out)
-        self.cache = (cols, x.shape) if train else None
+        self.cache = ("im2col", cols, x.shape) if train else None
         return out
 
     def backward(self, dout):
+        if self.cache[0] == "winograd":
+            return self._backward_winograd(dout)
         m = array_module(dout)
-        cols, x_shape = self.cache
+        _, cols, x_shape = self.cache
         self.cache = None
         g, k, kg = self.groups, self.kernel, self.out_ch // self.groups
         n = x_shape[0]
-        dy = _scratch((self.out_ch, cols.shape[1]), dout.dtype, m)  # (K, N*Ho*Wo)
+        dy = scratch((self.out_ch, cols.shape[1]), dout.dtype, m)  # (K, N*Ho*Wo)
         m.copyto(dy.reshape(self.out_ch, n, -1), dout.reshape(n, self.out_ch, -1).transpose(1, 0, 2))
         dyg, colsg = dy.reshape(g, kg, -1), cols.reshape(g, -1, cols.shape[1])
         dw = m.matmul(colsg, dyg.transpose(0, 2, 1))               # (g, C/g*k*k, K/g)
@@ -143,6 +141,39 @@ class Conv2d(Layer):
         wg = self.params["weight"].reshape(g, kg, -1)
         m.matmul(wg.transpose(0, 2, 1), dyg, out=colsg)            # dcols, over cols
         return ops.col2im(cols, x_shape, k, k, self.stride, self.padding)
+
+    def _forward_winograd(self, x, ho, wo, train):
+        m = array_module(x)
+        n, c = x.shape[:2]
+        t = winograd.tiles(ho) * winograd.tiles(wo) * n
+        # V outlives the call when training (the backward's dU needs it): the layer's own buffer.
+        v = self._buffer("winograd.v", (16, t, c), x.dtype, m) if train else scratch(
+            (16, t, c), x.dtype, m, "winograd.v")
+        winograd.input_transform(x, self.padding, v)                # (16, T, C)
+        u = winograd.filter_transform(self.params["weight"], self.groups)  # (16, g, K/g, C/g)
+        mm = scratch((16, t, self.out_ch), x.dtype, m)
+        m.matmul(winograd.grouped(v, self.groups), u.transpose(0, 1, 3, 2),
+                 out=winograd.grouped(mm, self.groups))
+        out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
+        winograd.output_transform(mm, self.params["bias"], out)
+        self.cache = ("winograd", v, u, x.shape) if train else None
+        return out
+
+    def _backward_winograd(self, dout):
+        m = array_module(dout)
+        _, v, u, x_shape = self.cache
+        self.cache = None
+        g = self.groups
+        dm = winograd.output_transform_T(dout, scratch((16, v.shape[1], self.out_ch), dout.dtype, m,
+                                                        "winograd.dm"))
+        vg, dmg = winograd.grouped(v, g), winograd.grouped(dm, g)
+        du = m.matmul(dmg.transpose(0, 1, 3, 2), vg)                # (16, g, K/g, C/g)
+        m.copyto(self._grad_buffer("weight", m), winograd.filter_transform_T(du))
+        dout.sum(axis=(0, 2, 3), out=self._grad_buffer("bias", m))
+        if not self.needs_input_grad:
+            return None
+        m.matmul(dmg, u, out=vg)                                    # dV, over V
+        return winograd.input_transform_T(v, x_shape, self.padding)
 
 
 class ReLU(Layer):

@@ -2,15 +2,19 @@
 
     python bench/bench_alexnet.py [--variant caffe|torchvision] [--device cpu|gpu]
                                   [--batch 50 [256 ...]] [--vs-torch] [--vs-reference]
-                                  [--tf32] [--breakdown]
+                                  [--vs-im2col] [--tf32] [--breakdown]
 
 Prints, per batch size: training images/s (forward + backward + SGD step),
-inference images/s, GFLOP/s, the share of the GEMM rate (the same GEMM shapes
-and orientations timed alone), peak memory, and with --breakdown a per-layer
-forward/backward table. With --vs-torch (PyTorch installed; it is not a project
-dependency) the same network in PyTorch runs alternately with ours and the
-ratio is printed. With --vs-reference (CPU) our fast CPU kernels run
-alternately with the plain reference versions (ALEXNET_NP_CPU_KERNELS=reference).
+inference images/s, GFLOP/s, the share of the GEMM rate (the step's GEMMs, same
+shapes and orientations, timed alone, over the whole step's time), peak memory,
+and with --breakdown a per-layer forward/backward table. GFLOP/s counts the
+FLOPs of the direct convolution; on the CPU conv3 to conv5 run Winograd's
+F(2x2, 3x3), which does fewer, so that figure is an effective rate. With
+--vs-torch (PyTorch installed; it is not a project dependency) the same network
+in PyTorch runs alternately with ours and the ratio is printed. With
+--vs-reference (CPU) our fast CPU kernels run alternately with the plain
+reference versions (ALEXNET_NP_CPU_KERNELS=reference, im2col everywhere); with
+--vs-im2col (CPU) the fast kernels with and without Winograd (ALEXNET_NP_WINOGRAD=0).
 The run's BLAS, thread count and OPENBLAS_* / OMP_* settings are printed first,
 since they change the numbers.
 """
@@ -27,11 +31,12 @@ import tracemalloc
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from alexnet_np import backend  # noqa: E402 -- before NumPy: importing alexnet_np configures OpenBLAS's threads
 import numpy as np  # noqa: E402
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT",
             "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "CUPY_TF32", "ALEXNET_NP_BACKEND", "ALEXNET_NP_CPU_KERNELS")
+            "MKL_NUM_THREADS", "CUPY_TF32", "ALEXNET_NP_BACKEND", "ALEXNET_NP_CPU_KERNELS", "ALEXNET_NP_WINOGRAD")
 
 
 # ----------------------------------------------------------------------------- environment
@@ -53,8 +58,8 @@ def environment(device):
         pass
     if device == "cpu":
         from alexnet_np import cpu_kernels
-        from alexnet_np.backend import cpu_kernels_name
-        info["cpu_kernels"] = cpu_kernels_name()
+        info["cpu_kernels"] = backend.cpu_kernels_name()
+        info["conv3x3"] = backend.conv_algorithm(np.empty(1), 3, 1)
         info["kernel_threads"] = cpu_kernels.THREADS
     if device == "gpu":
         import cupy as cp
@@ -151,13 +156,16 @@ def make_ours(variant, batch, device, tf32=False, seed=0):
 
 def gemm_calls(net, batch):
     """A function that runs, once each, the very GEMMs of a training step (same shapes and
-    transposes as in layers.py) on random operands, into preallocated outputs as the layers
-    do: the GEMM work alone."""
+    transposes as in layers.py, Winograd's batched ones where the step uses Winograd) on
+    random operands, into preallocated outputs as the layers do: the GEMM work alone.
+    Returns (function, its FLOPs)."""
+    from alexnet_np import winograd
+    from alexnet_np.backend import conv_algorithm
     from alexnet_np.layers import Conv2d, Linear
     m = net.xp
     rng = np.random.default_rng(1)
     shape = (3, net.input_size, net.input_size)
-    calls = []
+    calls, flops = [], 0
 
     def rand(*s):
         return m.asarray(rng.standard_normal(s, dtype=np.float32))
@@ -165,13 +173,27 @@ def gemm_calls(net, batch):
     for name, layer in net.layers:
         if isinstance(layer, Conv2d):
             k, ho, wo = layer.output_shape(*shape)
-            g, q, npix = layer.groups, layer.in_ch // layer.groups * layer.kernel ** 2, batch * ho * wo
-            w, cols, dy = rand(g, k // g, q), rand(g, q, npix), rand(g, k // g, npix)
-            y, dw, dcols = m.empty_like(dy), m.empty((g, q, k // g), np.float32), m.empty_like(cols)
-            calls.append(lambda w=w, cols=cols, y=y: m.matmul(w, cols, out=y))
-            calls.append(lambda dy=dy, cols=cols, dw=dw: m.matmul(cols, dy.transpose(0, 2, 1), out=dw))
-            if name != "conv1":
-                calls.append(lambda w=w, dy=dy, dc=dcols: m.matmul(w.transpose(0, 2, 1), dy, out=dc))
+            g, c = layer.groups, layer.in_ch
+            probe = m.empty((1, 1, 1, 1), np.float32)
+            if conv_algorithm(probe, layer.kernel, layer.stride) == "winograd":
+                t = winograd.tiles(ho) * winograd.tiles(wo) * batch
+                v, mm, u = rand(16, t, c), rand(16, t, k), rand(16, g, k // g, c // g)
+                vg, mg = winograd.grouped(v, g), winograd.grouped(mm, g)
+                du = m.empty_like(u)
+                calls.append(lambda vg=vg, u=u, mg=mg: m.matmul(vg, u.transpose(0, 1, 3, 2), out=mg))
+                calls.append(lambda vg=vg, mg=mg, du=du: m.matmul(mg.transpose(0, 1, 3, 2), vg, out=du))
+                calls.append(lambda vg=vg, u=u, mg=mg: m.matmul(mg, u, out=vg))
+                flops += 3 * 2 * 16 * t * c * k // g
+            else:
+                q, npix = c // g * layer.kernel ** 2, batch * ho * wo
+                w, cols, dy = rand(g, k // g, q), rand(g, q, npix), rand(g, k // g, npix)
+                y, dw, dcols = m.empty_like(dy), m.empty((g, q, k // g), np.float32), m.empty_like(cols)
+                calls.append(lambda w=w, cols=cols, y=y: m.matmul(w, cols, out=y))
+                calls.append(lambda dy=dy, cols=cols, dw=dw: m.matmul(cols, dy.transpose(0, 2, 1), out=dw))
+                flops += 2 * 2 * k * q * npix
+                if name != "conv1":
+                    calls.append(lambda w=w, dy=dy, dc=dcols: m.matmul(w.transpose(0, 2, 1), dy, out=dc))
+                    flops += 2 * k * q * npix
         elif isinstance(layer, Linear):
             w, x, dy = rand(layer.out_features, layer.in_features), rand(batch, layer.in_features), \
                 rand(batch, layer.out_features)
@@ -180,9 +202,10 @@ def gemm_calls(net, batch):
             calls += [lambda w=w, x=x, y=y: m.matmul(w, x.T, out=y),
                       lambda x=x, dy=dy, dw=dw: m.matmul(dy.T, x, out=dw),
                       lambda w=w, dy=dy, dx=dx: m.matmul(w.T, dy.T, out=dx)]
+            flops += 3 * 2 * batch * layer.in_features * layer.out_features
         if hasattr(layer, "output_shape"):
             shape = layer.output_shape(*shape)
-    return lambda: [c() for c in calls]
+    return (lambda: [c() for c in calls]), flops
 
 
 def breakdown(net, x, device, clock, repeats):
@@ -232,16 +255,33 @@ def peak_memory_cpu(variant, batch):
         tracemalloc.stop()
 
 
-def kernels_switch(name):
-    """A step wrapper that selects the CPU kernels (fast or reference) before running."""
-    from alexnet_np.backend import set_cpu_kernels
+# CPU settings compared by --vs-reference and --vs-im2col: (CPU kernels, Winograd allowed).
+CPU_SETTINGS = {"fast": ("fast", True), "winograd": ("fast", True), "im2col": ("fast", False),
+                "reference": ("reference", False)}
 
-    def wrap(fn):
+
+def compare_cpu_settings(a, b, label, train_step, infer, clock, repeats, batch, r):
+    """Time training and inference under CPU settings ``a`` and ``b`` (keys of CPU_SETTINGS)
+    alternately, record and print the ratios, and restore the settings found."""
+    found = backend.cpu_kernels_name(), backend.winograd_enabled()
+
+    def under(setting, fn):
         def run():
-            set_cpu_kernels(name)
+            backend.set_cpu_kernels(CPU_SETTINGS[setting][0])
+            backend.set_winograd(CPU_SETTINGS[setting][1])
             return fn()
         return run
-    return wrap
+    try:
+        ta, tb = alternate(under(a, train_step), under(b, train_step), clock, clock.sync, repeats)
+        ia, ib = alternate(under(a, infer), under(b, infer), clock, clock.sync, repeats)
+    finally:
+        backend.set_cpu_kernels(found[0])
+        backend.set_winograd(found[1])
+    r.update({f"{a}_train_img_s": batch / ta, f"{b}_train_img_s": batch / tb,
+              f"{a}_vs_{b}_train": tb / ta, f"{a}_infer_img_s": batch / ia,
+              f"{b}_infer_img_s": batch / ib, f"{a}_vs_{b}_infer": ib / ia})
+    print(f"{label}, alternating: train {batch / ta:.1f} vs {batch / tb:.1f} img/s -> {tb / ta:.2f}x; "
+          f"inference {batch / ia:.1f} vs {batch / ib:.1f} img/s -> {ib / ia:.2f}x")
 
 
 # ----------------------------------------------------------------------------- PyTorch twin
@@ -326,6 +366,8 @@ def main(argv=None):
     ap.add_argument("--vs-torch", action="store_true", help="time the same net in PyTorch alternately")
     ap.add_argument("--vs-reference", action="store_true",
                     help="CPU: time the fast CPU kernels alternately with the reference ones")
+    ap.add_argument("--vs-im2col", action="store_true",
+                    help="CPU: time the fast kernels with Winograd alternately with im2col everywhere")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: allow TF32 GEMMs (cuBLAS math mode for ours, torch's allow_tf32 flags)")
     ap.add_argument("--breakdown", action="store_true", help="per-layer forward/backward table")
@@ -348,9 +390,9 @@ def main(argv=None):
         flops = train_flops(net, batch)
         # The share of the GEMM rate compares the step with its GEMMs alone, timed alternately
         # (A B A B) so that a change of machine load hits both.
-        t_step, t_gemm = alternate(train_step, gemm_calls(net, batch), clock, clock.sync,
-                                   max(3, repeats // 2))
-        gemm = flops / t_gemm / 1e9
+        gemms, gemm_flops = gemm_calls(net, batch)
+        t_step, t_gemm = alternate(train_step, gemms, clock, clock.sync, max(3, repeats // 2))
+        gemm = gemm_flops / t_gemm / 1e9
         if args.device == "gpu":
             peak = peak_memory_step(train_step)
         r = {"batch": batch, "train_img_s": batch / t_train, "infer_img_s": batch / t_infer,
@@ -370,18 +412,12 @@ def main(argv=None):
                   f"{1e3 * sum(b for _, b in table.values()):9.2f}")
             r["breakdown_ms"] = {n: [1e3 * f, 1e3 * b] for n, (f, b) in table.items()}
         if args.vs_reference and args.device == "cpu":
-            from alexnet_np.backend import cpu_kernels_name, set_cpu_kernels
-            mode = cpu_kernels_name()
-            fast, ref = kernels_switch("fast"), kernels_switch("reference")
-            fast_t, ref_t = alternate(fast(train_step), ref(train_step), clock, clock.sync, repeats)
-            fast_i, ref_i = alternate(fast(infer), ref(infer), clock, clock.sync, repeats)
-            set_cpu_kernels(mode)
-            r.update(fast_train_img_s=batch / fast_t, reference_train_img_s=batch / ref_t,
-                     fast_vs_reference_train=ref_t / fast_t, fast_infer_img_s=batch / fast_i,
-                     reference_infer_img_s=batch / ref_i, fast_vs_reference_infer=ref_i / fast_i)
-            print(f"fast vs reference CPU kernels, alternating: train {batch / fast_t:.1f} vs "
-                  f"{batch / ref_t:.1f} img/s -> {ref_t / fast_t:.2f}x; inference {batch / fast_i:.1f} vs "
-                  f"{batch / ref_i:.1f} img/s -> {ref_i / fast_i:.2f}x")
+            compare_cpu_settings("fast", "reference", "fast vs reference CPU kernels",
+                                 train_step, infer, clock, repeats, batch, r)
+        if args.vs_im2col and args.device == "cpu":
+            compare_cpu_settings("winograd", "im2col",
+                                 "Winograd vs im2col for the 3x3 convolutions (fast kernels)",
+                                 train_step, infer, clock, repeats, batch, r)
         if args.vs_torch:
             try:
                 import torch

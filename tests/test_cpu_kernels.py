@@ -216,8 +216,8 @@ def test_worker_errors_reach_the_caller():
     def work(lo, hi):
         raise RuntimeError("boom")
     with pytest.raises(RuntimeError, match="boom"):
-        cpu_kernels._parallel(work, 10)
-    assert cpu_kernels._parallel(lambda lo, hi: None, 10) is None  # the workers survive
+        cpu_kernels.parallel(work, 10)
+    assert cpu_kernels.parallel(lambda lo, hi: None, 10) is None  # the workers survive
 
 
 def test_recycled_outputs_are_never_shared():
@@ -266,3 +266,20 @@ def test_training_step_with_fast_kernels_equals_reference(variant):
         np.testing.assert_allclose(grads_f[k], grads_r[k], rtol=1e-9, atol=1e-12, err_msg=k)
         np.testing.assert_allclose(params_f[k], params_r[k], rtol=1e-12, atol=1e-14, err_msg=k)
     np.testing.assert_allclose(logits_f, logits_r, rtol=1e-10, atol=1e-12)
+
+
+def test_importing_the_package_shortens_openblas_spinning_unless_the_user_chose():
+    """alexnet_np sets OPENBLAS_THREAD_TIMEOUT (read when OpenBLAS loads) before NumPy is
+    imported, and leaves a value from the environment alone."""
+    import os
+    import subprocess
+    import sys
+    code = "import alexnet_np, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for value, expected in ((None, "4"), ("9", "9")):
+        if value is not None:
+            env["OPENBLAS_THREAD_TIMEOUT"] = value
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.strip() == expected

@@ -43,7 +43,10 @@ def test_whole_network_gradient_check_float64(variant):
     for name, p in net.params.items():
         idx = rng.choice(p.size, size=min(p.size, 12), replace=False)
         num = numeric_gradient(loss, p, eps=1e-6, indices=idx)  # small steps: many kinks downstream
-        err = rel_error(net.grads[name].reshape(-1)[idx], num.reshape(-1)[idx])
+        # Normalized by the whole gradient's scale: the Winograd convolutions' rounding gives
+        # the numeric estimate noise of ~1e-11 where the exact gradient is 0 (a padding tap).
+        err = rel_error(net.grads[name].reshape(-1)[idx], num.reshape(-1)[idx],
+                        scale=np.abs(net.grads[name]).max())
         assert err < 1e-6, (name, err)
 
 
