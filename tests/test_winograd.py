@@ -177,3 +177,21 @@ def test_winograd_can_be_switched_off_by_the_environment(monkeypatch, algorithm)
         monkeypatch.setenv("ALEXNET_NP_WINOGRAD", value)
         monkeypatch.setattr(backend, "_winograd", None)
         assert conv_algorithm(x, 3, 1) == expected, value
+
+
+def test_strided_inputs_and_gradients(algorithm):
+    """Views that are not C-contiguous (a slice, a transposed copy's transpose) give the same
+    results as contiguous arrays."""
+    algorithm("winograd")
+    conv, x, dy = make_conv((3, 4, 9, 11, 6, 1, 2), np.float64)
+    expected = run_conv(conv, x, dy)
+    wide = np.zeros((3, 4, 9, 22))
+    wide[:, :, :, ::2] = x
+    x_view = wide[:, :, :, ::2]
+    dy_view = np.ascontiguousarray(dy.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    assert not x_view.flags.c_contiguous and not dy_view.flags.c_contiguous
+    y = conv.forward(x_view, True)
+    dx = conv.backward(dy_view)
+    np.testing.assert_allclose(y, expected[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(dx, expected[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(conv.grads["weight"], expected[2], rtol=0, atol=1e-12)
