@@ -23,6 +23,14 @@ from . import ops, winograd
 from .backend import array_module, conv_algorithm, scratch, xp
 
 
+def _kept(store, key, shape, dtype, m):
+    """``store[key]``, allocated again only when the shape, dtype or array module changes."""
+    a = store.get(key)
+    if a is None or a.shape != tuple(shape) or a.dtype != dtype or array_module(a) is not m:
+        a = store[key] = m.empty(shape, dtype=dtype)
+    return a
+
+
 class Layer:
     """Base class: parameter/gradient dicts and the input-gradient switch."""
 
@@ -41,18 +49,11 @@ class Layer:
         """The array that receives the gradient of parameter ``key``: allocated once, then
         overwritten by every backward (copy ``grads`` to keep a step's gradients)."""
         p = self.params[key]
-        g = self.grads.get(key)
-        if g is None or g.shape != p.shape or g.dtype != p.dtype or array_module(g) is not m:
-            g = self.grads[key] = m.empty(p.shape, dtype=p.dtype)
-        return g
+        return _kept(self.grads, key, p.shape, p.dtype, m)
 
     def _buffer(self, key, shape, dtype, m):
-        """A work array this layer keeps between calls (allocated again only when the
-        shape, dtype or array module changes)."""
-        b = self.buffers.get(key)
-        if b is None or b.shape != tuple(shape) or b.dtype != dtype or array_module(b) is not m:
-            b = self.buffers[key] = m.empty(shape, dtype=dtype)
-        return b
+        """A work array this layer keeps between calls."""
+        return _kept(self.buffers, key, shape, dtype, m)
 
     def extra_repr(self) -> str:
         return ""
