@@ -198,8 +198,10 @@ def set_winograd(enabled: bool) -> bool:
 def winograd_enabled() -> bool:
     """Whether Winograd is allowed (``set_winograd``, else ALEXNET_NP_WINOGRAD, default on)."""
     if _winograd is None:
-        off = os.environ.get("ALEXNET_NP_WINOGRAD", "1").strip().lower() in ("0", "off", "false", "no")
-        set_winograd(not off)
+        value = os.environ.get("ALEXNET_NP_WINOGRAD", "").strip().lower()
+        if value not in ("", "1", "on", "true", "yes", "0", "off", "false", "no"):
+            raise ValueError(f"ALEXNET_NP_WINOGRAD must be 1/on/true/yes or 0/off/false/no, got {value!r}")
+        set_winograd(value not in ("0", "off", "false", "no"))
     return _winograd
 
 

@@ -195,3 +195,10 @@ def test_strided_inputs_and_gradients(algorithm):
     np.testing.assert_allclose(y, expected[0], rtol=0, atol=1e-12)
     np.testing.assert_allclose(dx, expected[1], rtol=0, atol=1e-12)
     np.testing.assert_allclose(conv.grads["weight"], expected[2], rtol=0, atol=1e-12)
+
+
+def test_a_bad_winograd_setting_is_an_error_naming_the_variable(monkeypatch, algorithm):
+    monkeypatch.setenv("ALEXNET_NP_WINOGRAD", "maybe")
+    monkeypatch.setattr(backend, "_winograd", None)
+    with pytest.raises(ValueError, match="ALEXNET_NP_WINOGRAD.*'maybe'"):
+        conv_algorithm(np.zeros((1, 1, 5, 5), np.float32), 3, 1)
