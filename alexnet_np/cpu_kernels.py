@@ -311,17 +311,8 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
             span2 = span - (kernel - 1)                     # window origins along the columns
             cols = [colmax[j:j + span2] for j in range(kernel)]
             wmax, arg = max_s[:span2], arg_s[:span2]
-            np.copyto(wmax, cols[0])
-            for t in cols[1:]:
-                np.maximum(wmax, t, out=wmax)
-            for j, t in enumerate(cols):
-                dst = arg if j == 0 else key[:span2]
-                np.less(t, wmax, out=less[:span2])
-                np.multiply(less[:span2].view(np.int8), kk, out=dst)
-                dst += first[j:j + span2]
-                if j:
-                    dst += np.int8(j)
-                    np.minimum(arg, dst, out=arg)
+            _first_max(cols, wmax, arg, key[:span2], less[:span2], kk,
+                       base=[first[j:j + span2] for j in range(kernel)])
             # window (p, q) of plane m starts at flat position (m*hq + p)*wp + q*s
             picked = (slice(None), slice(0, ho), slice(0, (wo - 1) * s + 1, s))
             np.copyto(out[a:b], max_s[:(b - a) * hq * wp].reshape(b - a, hq, wp)[picked])
@@ -330,10 +321,11 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
     return out.reshape(n, c, ho, wo), argmax.reshape(n, c, ho, wo)
 
 
-def _first_max(taps, best, first, key, less, penalty):
+def _first_max(taps, best, first, key, less, penalty, base=None):
     """best = the elementwise maximum of ``taps``; first = the index of the first tap
     attaining it, as min over i of i + penalty*[tap_i < best] (penalty > the last index);
-    ``key`` and ``less`` are scratch like ``first``."""
+    with ``base`` (one int8 array per tap: the row keys of the column stage) tap i's
+    index is base[i] + i. ``key`` and ``less`` are scratch like ``first``."""
     np.copyto(best, taps[0])
     for t in taps[1:]:
         np.maximum(best, t, out=best)
@@ -341,6 +333,8 @@ def _first_max(taps, best, first, key, less, penalty):
         dst = first if i == 0 else key
         np.less(t, best, out=less)
         np.multiply(less.view(np.int8), penalty, out=dst)
+        if base is not None:
+            dst += base[i]
         if i:
             dst += np.int8(i)
             np.minimum(first, dst, out=first)
