@@ -82,13 +82,16 @@ def _signed_sum(m, terms, out, accumulate=False):
     return out
 
 
-def _zero_border(a, pad_lo, size, axis):
-    """Zero the entries of ``a`` outside [pad_lo, pad_lo + size) along ``axis``."""
-    idx = [slice(None)] * a.ndim
-    idx[axis] = slice(0, pad_lo)
-    a[tuple(idx)] = 0
-    idx[axis] = slice(pad_lo + size, None)
-    a[tuple(idx)] = 0
+def _place(dst, src, top, left):
+    """dst (H', W', N, C) = src (N, C, H, W) channels last, at rows top.. and columns left..,
+    zeros around it."""
+    h, w = src.shape[2:]
+    dst[:top] = 0
+    dst[top + h:] = 0
+    rows = dst[top:top + h]
+    rows[:, :left] = 0
+    rows[:, left + w:] = 0
+    rows[:, left:left + w] = src.transpose(2, 3, 0, 1)
 
 
 def grouped(a, groups: int):
@@ -134,9 +137,7 @@ def input_transform(x, pad: int, v=None):
 
     def work(lo, hi):
         xs, rs = xp_[:, :, lo:hi], rows[..., lo:hi, :]
-        _zero_border(xs, pad, h, 0)
-        _zero_border(xs[pad:pad + h], pad, w, 1)
-        xs[pad:pad + h, pad:pad + w] = x[lo:hi].transpose(2, 3, 0, 1)
+        _place(xs, x[lo:hi], pad, pad)
         for a in range(4):                                       # B^T along the rows
             _signed_sum(m, [(BT[a, i], xs[i:i + 2 * th:2]) for i in range(4)], rs[a])
         for a in range(4):                                       # then along the columns
@@ -215,9 +216,7 @@ def output_transform_T(dy, dm=None):
 
     def work(lo, hi):
         ys, hs = dyp[:, :, lo:hi], half[..., lo:hi, :]
-        _zero_border(ys, 0, ho, 0)
-        _zero_border(ys[:ho], 0, wo, 1)
-        ys[:ho, :wo] = dy[lo:hi].transpose(2, 3, 0, 1)
+        _place(ys, dy[lo:hi], 0, 0)
         for a in range(4):                                       # A along the rows
             for j in range(2):
                 _signed_sum(m, [(AT[i, a], ys[i::2, j::2]) for i in range(2)], hs[a, j])
