@@ -35,8 +35,8 @@ from alexnet_np import backend  # noqa: E402 -- before NumPy: importing alexnet_
 import numpy as np  # noqa: E402
 
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT",
-            "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "CUPY_TF32", "ALEXNET_NP_BACKEND", "ALEXNET_NP_CPU_KERNELS", "ALEXNET_NP_WINOGRAD")
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUPY_TF32",
+            "ALEXNET_NP_BACKEND", "ALEXNET_NP_CPU_KERNELS", "ALEXNET_NP_WINOGRAD")
 
 
 # ----------------------------------------------------------------------------- environment
