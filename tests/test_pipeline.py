@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from alexnet_np import SGD, AlexNet
+from alexnet_np import SGD, AlexNet, backend
 from pipeline import evaluate
 from pipeline.data import ImageSet, split_holdout
 from pipeline.scenarios import SCENARIOS, balance, get_scenario, scenario_labels
@@ -231,3 +231,24 @@ def test_run_py_fine_tunes_from_pretrained_weights(tmp_path):
     assert json.loads((out / "config.json").read_text())["input_scale"] == 1.0
     report = (out / "report.md").read_text()
     assert "no ImageNet weights" not in report
+
+
+@pytest.mark.skipif(backend._import_cupy() is None, reason="CuPy with a CUDA GPU is not available: run.py "
+                    "--device gpu is checked on a GPU machine (bash bench/gpu_session.sh)")
+def test_run_py_on_the_gpu_matches_the_cpu(tmp_path):
+    """run.py --device gpu end to end. Same seed, data order, augmentation and dropout masks as the
+    CPU run (the masks come from one host generator), so the class probabilities agree up to float32
+    rounding in four SGD steps."""
+    probs = {}
+    try:
+        for device in ("cpu", "gpu"):
+            out, _ = _run(tmp_path / device, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
+                          "--augment-shift", "2", "--device", device)
+            res = json.loads((out / "results.json").read_text())
+            assert res["environment"]["backend"] == {"cpu": "numpy", "gpu": "cupy"}[device]
+            with open(out / "predictions.csv") as f:
+                probs[device] = np.array([[float(r["p0"]), float(r["p1"])] for r in csv.DictReader(f)])
+    finally:
+        backend.set_backend("numpy")
+    assert probs["cpu"].shape == probs["gpu"].shape and len(probs["cpu"]) > 0
+    np.testing.assert_allclose(probs["gpu"], probs["cpu"], rtol=0, atol=1e-3)
