@@ -11,7 +11,9 @@ and with --breakdown a per-layer forward/backward table. GFLOP/s counts the
 FLOPs of the direct convolution; on the CPU conv3 to conv5 run Winograd's
 F(2x2, 3x3), which does fewer, so that figure is an effective rate. With
 --vs-torch (PyTorch installed; it is not a project dependency) the same network
-in PyTorch runs alternately with ours and the ratio is printed. With
+in PyTorch runs alternately with ours and the ratio is printed, and so do the
+forward pass's GEMMs alone against PyTorch's inference (the ceiling of the
+inference ratio for code built on these GEMMs). With
 --vs-reference (CPU) our fast CPU kernels run alternately with the plain
 reference versions (ALEXNET_NP_CPU_KERNELS=reference, im2col everywhere); with
 --vs-im2col (CPU) the fast kernels with and without Winograd (ALEXNET_NP_WINOGRAD=0).
@@ -158,14 +160,14 @@ def gemm_calls(net, batch):
     """A function that runs, once each, the very GEMMs of a training step (same shapes and
     transposes as in layers.py, Winograd's batched ones where the step uses Winograd) on
     random operands, into preallocated outputs as the layers do: the GEMM work alone.
-    Returns (function, its FLOPs)."""
+    Returns (function, its FLOPs, a function that runs only the forward pass's GEMMs)."""
     from alexnet_np import winograd
     from alexnet_np.backend import conv_algorithm
     from alexnet_np.layers import Conv2d, Linear
     m = net.xp
     rng = np.random.default_rng(1)
     shape = (3, net.input_size, net.input_size)
-    calls, flops = [], 0
+    calls, forward, flops = [], [], 0
 
     def rand(*s):
         return m.asarray(rng.standard_normal(s, dtype=np.float32))
@@ -180,7 +182,8 @@ def gemm_calls(net, batch):
                 v, mm, u = rand(16, t, c), rand(16, t, k), rand(16, g, k // g, c // g)
                 vg, mg = winograd.grouped(v, g), winograd.grouped(mm, g)
                 du = m.empty_like(u)
-                calls.append(lambda vg=vg, u=u, mg=mg: m.matmul(vg, u.transpose(0, 1, 3, 2), out=mg))
+                forward.append(lambda vg=vg, u=u, mg=mg: m.matmul(vg, u.transpose(0, 1, 3, 2), out=mg))
+                calls.append(forward[-1])
                 calls.append(lambda vg=vg, mg=mg, du=du: m.matmul(mg.transpose(0, 1, 3, 2), vg, out=du))
                 calls.append(lambda vg=vg, u=u, mg=mg: m.matmul(mg, u, out=vg))
                 flops += 3 * 2 * 16 * t * c * k // g
@@ -188,7 +191,8 @@ def gemm_calls(net, batch):
                 q, npix = c // g * layer.kernel ** 2, batch * ho * wo
                 w, cols, dy = rand(g, k // g, q), rand(g, q, npix), rand(g, k // g, npix)
                 y, dw, dcols = m.empty_like(dy), m.empty((g, q, k // g), np.float32), m.empty_like(cols)
-                calls.append(lambda w=w, cols=cols, y=y: m.matmul(w, cols, out=y))
+                forward.append(lambda w=w, cols=cols, y=y: m.matmul(w, cols, out=y))
+                calls.append(forward[-1])
                 calls.append(lambda dy=dy, cols=cols, dw=dw: m.matmul(cols, dy.transpose(0, 2, 1), out=dw))
                 flops += 2 * 2 * k * q * npix
                 if name != "conv1":
@@ -199,13 +203,14 @@ def gemm_calls(net, batch):
                 rand(batch, layer.out_features)
             y, dw = m.empty(dy.shape[::-1], np.float32), m.empty_like(w)
             dx = m.empty(x.shape[::-1], np.float32)
-            calls += [lambda w=w, x=x, y=y: m.matmul(w, x.T, out=y),
+            forward.append(lambda w=w, x=x, y=y: m.matmul(w, x.T, out=y))
+            calls += [forward[-1],
                       lambda x=x, dy=dy, dw=dw: m.matmul(dy.T, x, out=dw),
                       lambda w=w, dy=dy, dx=dx: m.matmul(w.T, dy.T, out=dx)]
             flops += 3 * 2 * batch * layer.in_features * layer.out_features
         if hasattr(layer, "output_shape"):
             shape = layer.output_shape(*shape)
-    return (lambda: [c() for c in calls]), flops
+    return (lambda: [c() for c in calls]), flops, (lambda: [c() for c in forward])
 
 
 def breakdown(net, x, device, clock, repeats):
@@ -390,7 +395,7 @@ def main(argv=None):
         flops = train_flops(net, batch)
         # The share of the GEMM rate compares the step with its GEMMs alone, timed alternately
         # (A B A B) so that a change of machine load hits both.
-        gemms, gemm_flops = gemm_calls(net, batch)
+        gemms, gemm_flops, forward_gemms = gemm_calls(net, batch)
         t_step, t_gemm = alternate(train_step, gemms, clock, clock.sync, max(3, repeats // 2))
         gemm = gemm_flops / t_gemm / 1e9
         if args.device == "gpu":
@@ -431,16 +436,23 @@ def main(argv=None):
                 t_step, t_inf, t_sync = make_torch(args.variant, batch, args.device, args.threads)
                 ours_t, torch_t = alternate(train_step, t_step, clock, t_sync, repeats)
                 ours_i, torch_i = alternate(infer, t_inf, clock, t_sync, repeats)
+                # The most any inference code built on these GEMMs could reach: the forward's
+                # GEMMs alone against PyTorch's whole inference, alternately.
+                gemm_i, torch_i2 = alternate(forward_gemms, t_inf, clock, t_sync, repeats)
                 r.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
                          cudnn=torch.backends.cudnn.version() if args.device == "gpu" else None,
                          ours_train_img_s=batch / ours_t, torch_train_img_s=batch / torch_t,
                          train_ratio=torch_t / ours_t, ours_infer_img_s=batch / ours_i,
-                         torch_infer_img_s=batch / torch_i, infer_ratio=torch_i / ours_i)
+                         torch_infer_img_s=batch / torch_i, infer_ratio=torch_i / ours_i,
+                         forward_gemms_img_s=batch / gemm_i, infer_gemm_ceiling=torch_i2 / gemm_i)
                 print(f"vs PyTorch {torch.__version__} ({torch.get_num_threads()} threads"
                       f"{', cuDNN ' + str(r['cudnn']) if r['cudnn'] else ''}), alternating: "
                       f"train ours {batch / ours_t:.1f} vs torch {batch / torch_t:.1f} img/s "
                       f"-> {r['train_ratio']:.2f}x; inference ours {batch / ours_i:.1f} vs torch "
                       f"{batch / torch_i:.1f} img/s -> {r['infer_ratio']:.2f}x")
+                print(f"  the forward's GEMMs alone: {batch / gemm_i:.1f} img/s = "
+                      f"{r['infer_gemm_ceiling']:.2f}x PyTorch's inference, alternating (the ceiling "
+                      f"of the inference ratio if nothing but the GEMMs took time)")
         results["runs"].append(r)
         del net, train_step, infer, x
     if args.json:
