@@ -42,8 +42,8 @@ from . import ops
 from .ops import _pool_windows, conv_out_size
 
 # The twins of ops.py functions; backend.gpu_twin sends NumPy arrays to these.
-__all__ = ["col2im", "im2col", "lrn_backward", "lrn_forward", "maxpool_backward", "maxpool_forward",
-           "relu_backward", "relu_forward", "sgd_update"]
+__all__ = ["col2im", "im2col", "lrn_backward", "lrn_forward", "maxpool", "maxpool_backward",
+           "maxpool_forward", "relu_backward", "relu_forward", "sgd_update"]
 
 
 # ----------------------------------------------------------------------------- threads, blocks
@@ -321,14 +321,44 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
     return out.reshape(n, c, ho, wo), argmax.reshape(n, c, ho, wo)
 
 
+def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True):
+    """maxpool_forward's output without the argmax (inference), a third to a half of its time.
+
+    Separable, on a slab of planes at a time: the maximum over the window's rows
+    (kernel strided views of the slab), then over its columns (kernel strided
+    views of that), one NumPy call per tap. The maximum is exact, so the output
+    equals the reference's."""
+    xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
+    n, c, hp, wp = xw.shape
+    s = stride
+    planes = xw.reshape(n * c, hp, wp)
+    out = _empty((n * c, ho, wo), x.dtype)
+    block = _block_items(hp * wp * x.itemsize)
+
+    def work(lo, hi):
+        rowmax_s = np.empty((block, ho, wp), dtype=x.dtype)
+        for a in range(lo, hi, block):
+            b = min(a + block, hi)
+            rowmax = rowmax_s[:b - a]
+            _max_of([planes[a:b, i:i + s * (ho - 1) + 1:s] for i in range(kernel)], rowmax)
+            _max_of([rowmax[:, :, j:j + s * (wo - 1) + 1:s] for j in range(kernel)], out[a:b])
+    parallel(work, n * c)
+    return out.reshape(n, c, ho, wo)
+
+
+def _max_of(taps, best):
+    """best = the elementwise maximum of ``taps`` (arrays of best's shape, any strides)."""
+    np.copyto(best, taps[0])
+    for t in taps[1:]:
+        np.maximum(best, t, out=best)
+
+
 def _first_max(taps, best, first, key, less, penalty, base=None):
     """best = the elementwise maximum of ``taps``; first = the index of the first tap
     attaining it, as min over i of i + penalty*[tap_i < best] (penalty > the last index);
     with ``base`` (one int8 array per tap: the row keys of the column stage) tap i's
     index is base[i] + i. ``key`` and ``less`` are scratch like ``first``."""
-    np.copyto(best, taps[0])
-    for t in taps[1:]:
-        np.maximum(best, t, out=best)
+    _max_of(taps, best)
     for i, t in enumerate(taps):
         dst = first if i == 0 else key
         np.less(t, best, out=less)

@@ -151,6 +151,12 @@ def maxpool_forward(x, kernel, stride, ceil_mode=True):
     return out, argmax
 
 
+def maxpool(x, kernel, stride, ceil_mode=True):
+    """CUDA twin of ops.maxpool: the forward kernel with its argmax dropped (on the GPU the
+    argmax costs next to nothing, so no second kernel)."""
+    return maxpool_forward(x, kernel, stride, ceil_mode)[0]
+
+
 _POOL_BWD = """
     // One thread per input pixel: gather dout from every window whose argmax is this pixel.
     idx_t t = i;

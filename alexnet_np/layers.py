@@ -237,6 +237,7 @@ class MaxPool2d(Layer):
     Ho = ceil((H - kernel)/stride) + 1 (``ceil_mode=False``: floor, as torchvision).
     Backward routes dout[n,c,p,q] to the window's argmax only; ties go to the
     first position in row-major order within the window (Caffe's rule).
+    Inference (train=False) takes the maximum alone, without the argmax.
     """
 
     def __init__(self, kernel=3, stride=2, ceil_mode=True):
@@ -251,8 +252,11 @@ class MaxPool2d(Layer):
         return c, ops.pool_out_size(h, k, s, 0, cm), ops.pool_out_size(w, k, s, 0, cm)
 
     def forward(self, x, train=True):
+        if not train:  # no backward to route: the maximum alone, without the argmax
+            self.cache = None
+            return ops.maxpool(x, self.kernel, self.stride, self.ceil_mode)
         y, argmax = ops.maxpool_forward(x, self.kernel, self.stride, self.ceil_mode)
-        self.cache = (argmax, x.shape) if train else None
+        self.cache = (argmax, x.shape)
         return y
 
     def backward(self, dout):

@@ -137,6 +137,12 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
 
 
 @gpu_twin
+def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True):
+    """Max pooling without the argmax, for inference (no gradient to route): maxpool_forward's out."""
+    return maxpool_forward(x, kernel, stride, ceil_mode)[0]
+
+
+@gpu_twin
 def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
     """Route each output gradient to its window's argmax. dout, argmax: (N, C, Ho, Wo) -> dx (N, C, H, W).
 

@@ -74,7 +74,7 @@ def test_dispatch_picks_fast_or_reference(monkeypatch):
 
 def test_every_fast_kernel_has_the_reference_signature():
     import inspect
-    assert set(cpu_kernels.__all__) == {"im2col", "col2im", "maxpool_forward", "maxpool_backward",
+    assert set(cpu_kernels.__all__) == {"im2col", "col2im", "maxpool", "maxpool_forward", "maxpool_backward",
                                         "lrn_forward", "lrn_backward", "relu_forward", "relu_backward",
                                         "sgd_update"}
     for name in cpu_kernels.__all__:
@@ -123,6 +123,24 @@ def test_maxpool_forward_and_backward_equal_reference(dtype, ties, blocks):
         d = rng.standard_normal(out.shape).astype(dtype)
         np.testing.assert_array_equal(fast("maxpool_backward")(d, arg, x.shape, k, s),
                                       ref("maxpool_backward")(d, arg, x.shape, k, s))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_without_argmax_equals_reference(dtype, blocks):
+    """The inference pooling (no argmax) against the reference forward's output: random
+    shapes, kernels, strides, both ceil modes, a non-contiguous input, and -inf values."""
+    rng = np.random.default_rng(5)
+    for n, c, h, w, k, s, ceil_mode in take(pool_shapes(rng), N_RANDOM):
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        out = fast("maxpool")(x, k, s, ceil_mode)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, ref("maxpool_forward")(x, k, s, ceil_mode)[0])
+        np.testing.assert_array_equal(ref("maxpool")(x, k, s, ceil_mode), out)
+    x = rng.standard_normal((4, 3, 27, 27)).astype(dtype).transpose(1, 0, 2, 3)
+    x[0, 0, :4, :4] = -np.inf  # a window of -inf only: its maximum is -inf, as the reference's
+    for ceil_mode in (True, False):
+        np.testing.assert_array_equal(fast("maxpool")(x, 3, 2, ceil_mode),
+                                      ref("maxpool_forward")(x, 3, 2, ceil_mode)[0])
 
 
 def test_maxpool_alexnet_sizes_and_first_tap_rule():

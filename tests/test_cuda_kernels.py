@@ -61,6 +61,7 @@ def test_maxpool_matches_numpy(shape, dtype, ceil_mode):
     outg, argg = ops.maxpool_forward(xg, k, s, ceil_mode)
     np.testing.assert_array_equal(outg.get(), out)
     np.testing.assert_array_equal(argg.get(), arg)
+    np.testing.assert_array_equal(ops.maxpool(xg, k, s, ceil_mode).get(), out)  # inference, no argmax
     d, dg = pair(rng, out.shape, dtype)
     np.testing.assert_allclose(ops.maxpool_backward(dg, argg, x.shape, k, s).get(),
                                ops.maxpool_backward.numpy_impl(d, arg, x.shape, k, s), **tol(dtype))
