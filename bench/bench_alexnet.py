@@ -7,7 +7,7 @@
 Prints, per batch size: training images/s (forward + backward + SGD step),
 inference images/s, GFLOP/s, the share of the GEMM rate (the step's GEMMs, same
 shapes and orientations, timed alone, over the whole step's time), peak memory,
-and with --breakdown a per-layer forward/backward table. GFLOP/s counts the
+and with --breakdown a per-layer table (training forward/backward, inference). GFLOP/s counts the
 FLOPs of the direct convolution; on the CPU conv3 to conv5 run Winograd's
 F(2x2, 3x3), which does fewer, so that figure is an effective rate. With
 --vs-torch (PyTorch installed; it is not a project dependency) the same network
@@ -214,12 +214,19 @@ def gemm_calls(net, batch):
 
 
 def breakdown(net, x, device, clock, repeats):
-    """Median forward and backward seconds per layer (training mode)."""
+    """Median seconds per layer: forward and backward in training mode, forward in inference."""
     from alexnet_np import SoftmaxCrossEntropy
     labels = net.xp.asarray(np.arange(x.shape[0]) % net.num_classes)
     fwd = {n: [] for n, _ in net.layers}
     bwd = {n: [] for n, _ in net.layers}
+    inf = {n: [] for n, _ in net.layers}
     for _ in range(repeats + 1):
+        h = x
+        for name, layer in net.layers:
+            t0 = time.perf_counter()
+            h = layer.forward(h, False)
+            clock.sync()
+            inf[name].append(time.perf_counter() - t0)
         h = x
         for name, layer in net.layers:
             t0 = time.perf_counter()
@@ -232,7 +239,7 @@ def breakdown(net, x, device, clock, repeats):
             d = layer.backward(d)
             clock.sync()
             bwd[name].append(time.perf_counter() - t0)
-    return {n: (statistics.median(fwd[n][1:]), statistics.median(bwd[n][1:])) for n in fwd}
+    return {n: tuple(statistics.median(t[n][1:]) for t in (fwd, bwd, inf)) for n in fwd}
 
 
 def peak_memory_step(train_step):
@@ -375,7 +382,7 @@ def main(argv=None):
                     help="CPU: time the fast kernels with Winograd alternately with im2col everywhere")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: allow TF32 GEMMs (cuBLAS math mode for ours, torch's allow_tf32 flags)")
-    ap.add_argument("--breakdown", action="store_true", help="per-layer forward/backward table")
+    ap.add_argument("--breakdown", action="store_true", help="per-layer table: training forward/backward, inference forward")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (match BLAS)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -409,13 +416,13 @@ def main(argv=None):
               f"{r['infer_img_s']:.1f} img/s; peak memory {r['peak_mem_gb']:.2f} GB")
         if args.breakdown:
             table = breakdown(net, x, args.device, clock, max(2, repeats // 2))
-            total = sum(f + b for f, b in table.values())
-            print(f"{'layer':8s} {'fwd ms':>9s} {'bwd ms':>9s} {'share':>6s}")
-            for name, (f, b) in table.items():
-                print(f"{name:8s} {1e3 * f:9.2f} {1e3 * b:9.2f} {100 * (f + b) / total:5.1f}%")
-            print(f"{'total':8s} {1e3 * sum(f for f, _ in table.values()):9.2f} "
-                  f"{1e3 * sum(b for _, b in table.values()):9.2f}")
-            r["breakdown_ms"] = {n: [1e3 * f, 1e3 * b] for n, (f, b) in table.items()}
+            total = sum(f + b for f, b, _ in table.values())
+            print(f"{'layer':8s} {'fwd ms':>9s} {'bwd ms':>9s} {'share':>6s} {'infer ms':>9s}")
+            for name, (f, b, i) in table.items():
+                print(f"{name:8s} {1e3 * f:9.2f} {1e3 * b:9.2f} {100 * (f + b) / total:5.1f}% {1e3 * i:9.2f}")
+            sums = [1e3 * sum(t[k] for t in table.values()) for k in range(3)]
+            print(f"{'total':8s} {sums[0]:9.2f} {sums[1]:9.2f} {'':6s} {sums[2]:9.2f}")
+            r["breakdown_ms"] = {n: [1e3 * v for v in t] for n, t in table.items()}
         if args.vs_reference and args.device == "cpu":
             compare_cpu_settings("fast", "reference", "fast vs reference CPU kernels",
                                  train_step, infer, clock, repeats, batch, r)
