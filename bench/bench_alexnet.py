@@ -382,7 +382,8 @@ def main(argv=None):
                     help="CPU: time the fast kernels with Winograd alternately with im2col everywhere")
     ap.add_argument("--tf32", action="store_true",
                     help="GPU: allow TF32 GEMMs (cuBLAS math mode for ours, torch's allow_tf32 flags)")
-    ap.add_argument("--breakdown", action="store_true", help="per-layer table: training forward/backward, inference forward")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="per-layer table: training forward/backward, inference forward")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (match BLAS)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
