@@ -237,8 +237,8 @@ def test_run_py_fine_tunes_from_pretrained_weights(tmp_path):
                     "--device gpu is checked on a GPU machine (bash bench/gpu_session.sh)")
 def test_run_py_on_the_gpu_matches_the_cpu(tmp_path):
     """run.py --device gpu end to end. Same seed, data order, augmentation and dropout masks as the
-    CPU run (the masks come from one host generator), so the class probabilities agree up to float32
-    rounding in four SGD steps."""
+    CPU run (both backends draw the masks from the same counter-based stream), so the class
+    probabilities agree up to float32 rounding in four SGD steps."""
     probs = {}
     try:
         for device in ("cpu", "gpu"):
