@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--aspect", choices=ASPECTS, default="stretch", help="stretch (paper) or pad to square")
     build.add_argument("--equalize", choices=EQUALIZE_METHODS, default="global", help="histogram equalization")
     build.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    build.add_argument("--no-resume", action="store_true", help="discard earlier partial work and rebuild")
+    build.add_argument("--no-resume", action="store_true", help="start an interrupted build over (discard its partial work)")
+    build.add_argument("--rebuild", action="store_true", help="build every image again, even when OUT_H5 is up to date "
+                       "with the manifest, the image files (size, modification time) and the settings")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
 
     synth = commands.add_parser("synthesize", help="generate a synthetic FFDM-like or DDSM-like cohort")
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "build":
             out = build_dataset(args.manifest, args.out_h5, args.size, args.aspect, args.equalize, args.workers,
-                                resume=not args.no_resume, progress=not args.quiet)
+                                resume=not args.no_resume, progress=not args.quiet, rebuild=args.rebuild)
             attrs = load_dataset(out)["attrs"]
             print(f"{out}: {attrs['n_images']} images, {attrs['n_errors']} skipped (see {errors_report_path(out)})")
         elif args.command == "synthesize":

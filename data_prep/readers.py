@@ -41,7 +41,7 @@ class ImageReadError(DataPrepError):
     """An image file could not be read; the message names the file, the field and the expectation."""
 
     def __init__(self, path: str | os.PathLike, field: str, problem: str, expected: str | None = None):
-        self.path, self.field = Path(path), field
+        self.path, self.field, self.problem = Path(path), field, problem
         message = f"{path}: {field}: {problem}"
         super().__init__(message + (f" (expected {expected})" if expected else ""))
 
