@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from tqdm import tqdm
 
 from . import adapters
 from .build import build_dataset, errors_report_path, load_dataset
 from .figures import plot_examples, plot_preprocessing_steps
 from .manifest import DataPrepError, read_manifest
 from .preprocess import ASPECTS, EQUALIZE_METHODS
+from .readers import check_image_file
 from .synthetic.cohort import DATASETS, synthesize
 
 
@@ -58,8 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--workers", type=int, default=None)
     synth.add_argument("--quiet", action="store_true")
 
-    validate = commands.add_parser("validate", help="check a manifest and list every problem")
+    validate = commands.add_parser("validate", help="check a manifest and that every image file exists and opens; "
+                                   "list every problem (exit 1 when a file fails)")
     validate.add_argument("manifest")
+    validate.add_argument("--quiet", action="store_true", help="no progress bar")
 
     adapt = commands.add_parser("adapt", help="write a manifest from a public data set's layout")
     sets = adapt.add_subparsers(dest="dataset", required=True)
@@ -90,20 +96,89 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_file(path: str, what: str) -> Path:
+    """``path`` if it is an existing file, else an error naming ``what`` (e.g. "manifest")."""
+    if not Path(path).is_file():
+        state = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise DataPrepError(f"{what} {path}: {state} (expected a {what} file)")
+    return Path(path)
+
+
+def _refuse_overwrite(written, inputs: dict[Path, str], what: str) -> None:
+    """Error if ``written`` is one of the command's inputs (``inputs``: resolved path -> description)."""
+    hit = inputs.get(Path(written).resolve())
+    if hit is not None:
+        raise DataPrepError(f"{what} {written}: is {hit}; a command never writes over its inputs "
+                            "(expected another path)")
+
+
+def _check_build(args) -> None:
+    """Reject bad build arguments before any image is read."""
+    if args.size < 8:
+        raise DataPrepError(f"--size: got {args.size}, expected an integer of at least 8 pixels (the paper: 227)")
+    manifest = _input_file(args.manifest, "manifest")
+    inputs = {manifest.resolve(): "the manifest"}
+    inputs.update((Path(row["path"]), f"the image on manifest line {row['line']}") for row in read_manifest(manifest))
+    _refuse_overwrite(args.out_h5, inputs, "OUT_H5")
+    _refuse_overwrite(errors_report_path(args.out_h5), inputs, "OUT_H5's error report")
+
+
+#: What synthesize writes into its folder; a folder holding anything else is not a cohort folder.
+COHORT_ENTRIES = {"images", "manifest.csv", "findings.csv", "cohort.json"}
+
+
+def _check_synthesize(args) -> None:
+    """Reject bad synthesize arguments, and an --out folder that holds other files than a cohort's."""
+    if args.patients < 1:
+        raise DataPrepError(f"--patients: got {args.patients}, expected an integer of at least 1")
+    if not args.difficulty > 0:
+        raise DataPrepError(f"--difficulty: got {args.difficulty}, expected a number > 0 (1 = default)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataPrepError(f"--out {out}: is a file (expected a folder for the cohort)")
+    # Names starting with a dot are atomic writes' temporary files (fileio.atomic_output).
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in COHORT_ENTRIES and not p.name.startswith(".")) if out.is_dir() else []
+    if foreign:
+        raise DataPrepError(f"--out {out}: holds files that are not a synthetic cohort's ({', '.join(foreign[:3])}"
+                            f"{', ...' if len(foreign) > 3 else ''}); expected a new or empty folder or a cohort folder")
+
+
+def _validate(manifest_arg: str, progress: bool) -> int:
+    """Check the manifest, then open every image file's header; print every bad row; exit status."""
+    manifest = _input_file(manifest_arg, "manifest")
+    rows = read_manifest(manifest)
+    bad = 0
+    # delay: the bar appears only when the check takes a while (large manifests).
+    for row in tqdm(rows, desc=f"validate {manifest.name}", unit="img", disable=not progress, delay=2):
+        try:
+            check_image_file(row["path"])
+        except DataPrepError as exc:
+            bad += 1
+            print(f"line {row['line']}: {exc}", file=sys.stderr)
+    if bad:
+        print(f"{manifest}: {bad} of {len(rows)} image files cannot be read", file=sys.stderr)
+        return 1
+    print(f"{manifest}: {len(rows)} images, every file opens, no problems")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "build":
+            _check_build(args)
             out = build_dataset(args.manifest, args.out_h5, args.size, args.aspect, args.equalize, args.workers,
                                 resume=not args.no_resume, progress=not args.quiet, rebuild=args.rebuild)
             attrs = load_dataset(out)["attrs"]
             print(f"{out}: {attrs['n_images']} images, {attrs['n_errors']} skipped (see {errors_report_path(out)})")
         elif args.command == "synthesize":
+            _check_synthesize(args)
             manifest = synthesize(args.dataset, args.patients, args.seed, args.out, args.difficulty, args.image_size,
                                   args.workers, progress=not args.quiet)
             print(manifest)
         elif args.command == "validate":
-            print(f"{args.manifest}: {len(read_manifest(args.manifest))} images, no problems")
+            return _validate(args.manifest, progress=not args.quiet)
         elif args.command == "adapt":
             if args.dataset == "cbis-ddsm":
                 rows = adapters.cbis_ddsm_manifest(args.root, args.csvs, args.out, args.skip_missing)

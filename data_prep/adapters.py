@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .manifest import (
     LABELS,
+    DataPrepError,
     ManifestError,
     ManifestProblem,
     read_csv_records,
@@ -45,10 +46,30 @@ IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".pgm")
 SEVERITY = {name: rank for rank, name in enumerate(LABELS)}
 
 
+def _check_inputs(files=(), folders=(), out_csv=None) -> None:
+    """Before any work: every label file and image folder must exist, and ``out_csv`` must not be a label file."""
+    for path in map(Path, files):
+        if not path.is_file():
+            raise DataPrepError(f"{path}: {'is a folder' if path.is_dir() else 'does not exist'} "
+                                "(expected the data set's label file)")
+    for path in map(Path, folders):
+        if not path.is_dir():
+            raise DataPrepError(f"{path}: {'is a file' if path.exists() else 'does not exist'} "
+                                "(expected the data set's image folder)")
+    if out_csv is not None and Path(out_csv).resolve() in {Path(f).resolve() for f in files}:
+        raise DataPrepError(f"{out_csv}: is the adapter's input label file; the manifest would overwrite it "
+                            "(expected another path)")
+
+
 def _finish(rows: list[dict], out_csv) -> list[dict]:
     """Sort rows by path; if ``out_csv`` is given, write them with paths relative to its folder."""
     rows.sort(key=lambda r: r["image_path"])
     if out_csv is not None:
+        target = Path(out_csv).resolve()
+        clash = next((r["image_path"] for r in rows if Path(r["image_path"]).resolve() == target), None)
+        if clash is not None:
+            raise DataPrepError(f"{out_csv}: is one of the data set's images; the manifest would overwrite it "
+                                "(expected another path)")
         folder = Path(out_csv).resolve().parent
         relative = [{**r, "image_path": Path(os.path.relpath(r["image_path"], folder)).as_posix()} for r in rows]
         write_manifest(relative, out_csv)
@@ -99,9 +120,11 @@ def cbis_ddsm_manifest(root, description_csvs, out_csv=None, skip_missing: bool 
     has one screening exam per patient). Unresolvable images raise, unless ``skip_missing``.
     """
     root = Path(root)
+    tables = [Path(description_csvs)] if isinstance(description_csvs, (str, os.PathLike)) else list(map(Path, description_csvs))
+    _check_inputs(tables, [root], out_csv)
     images: dict[tuple, dict] = {}
     problems = []
-    for table in map(Path, [description_csvs] if isinstance(description_csvs, (str, os.PathLike)) else description_csvs):
+    for table in tables:
         header, rows = _read_table(table)
         require_columns(table, header, ("patient_id", "left or right breast", "image view", "pathology", "image file path"))
         for line, row in rows:
@@ -146,6 +169,7 @@ def mini_mias_manifest(info_txt, image_dir=None, out_csv=None) -> list[dict]:
     """
     info_txt = Path(info_txt)
     image_dir = Path(image_dir) if image_dir else info_txt.parent
+    _check_inputs([info_txt], [image_dir], out_csv)
     labels: dict[str, str] = {}
     problems = []
     for line, text in enumerate(info_txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -186,6 +210,7 @@ def inbreast_manifest(csv_path, dicom_dir, out_csv=None, mapping: dict | None = 
     Labels from BI-RADS through ``mapping`` (default :data:`INBREAST_BIRADS`).
     """
     csv_path, dicom_dir = Path(csv_path), Path(dicom_dir)
+    _check_inputs([csv_path], [dicom_dir], out_csv)
     mapping = mapping or INBREAST_BIRADS
     header, table = _read_table(csv_path, delimiter=";")
     require_columns(csv_path, header, ("Laterality", "View", "File Name", "Bi-Rads"))
@@ -237,6 +262,7 @@ def folder_manifest(root, out_csv=None, source: str | None = None) -> list[dict]
     root folder's name. Other top-level folders raise.
     """
     root = Path(root)
+    _check_inputs(folders=[root])
     source = source or root.resolve().name
     rows, problems = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
