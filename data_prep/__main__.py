@@ -5,6 +5,8 @@ Examples::
     python -m data_prep synthesize --dataset ffdm --patients 300 --seed 0 --out data/ffdm
     python -m data_prep build data/ffdm/manifest.csv data/ffdm.h5 --size 227 --workers 2
     python -m data_prep adapt inbreast INbreast.csv AllDICOMs --out inbreast.csv
+    python -m data_prep adapt rsna train.csv --out rsna.csv
+    python -m data_prep validate rsna.csv
     python -m data_prep plot-examples docs/figures/examples.png data/ffdm/manifest.csv data/ddsm/manifest.csv
 """
 
@@ -79,10 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     inbreast = sets.add_parser("inbreast", help="INbreast.csv + AllDICOMs folder")
     inbreast.add_argument("csv")
     inbreast.add_argument("dicom_dir")
+    vindr = sets.add_parser("vindr", help="VinDr-Mammo breast-level_annotations.csv + images/ folder "
+                            "(BI-RADS 1-2 negative, 3 recalled_benign, 4-5 malignant)")
+    vindr.add_argument("csv")
+    vindr.add_argument("--images", default=None, help="folder of {study_id}/{image_id}.dicom "
+                       "(default: images/ next to the CSV)")
+    cmmd = sets.add_parser("cmmd", help="CMMD clinical table (.xlsx, needs openpyxl, or a CSV export) + TCIA download "
+                           "(Benign recalled_benign, Malignant malignant)")
+    cmmd.add_argument("clinical_table")
+    cmmd.add_argument("dicom_dir")
+    rsna = sets.add_parser("rsna", help="RSNA Screening Mammography 2023 train.csv + train_images/ (cancer 1 "
+                           "malignant; else biopsy 1 or BIRADS 0 recalled_benign; else negative)")
+    rsna.add_argument("csv")
+    rsna.add_argument("--images", default=None, help="folder of {patient_id}/{image_id}.dcm "
+                      "(default: train_images/ next to the CSV)")
+    for sub in (vindr, rsna):
+        sub.add_argument("--skip-missing", action="store_true", help="leave out images not found in the folder")
     folders = sets.add_parser("folders", help="root/<class>/[<patient>/]<image> layout")
     folders.add_argument("root")
     folders.add_argument("--source", default=None)
-    for sub in (cbis, mias, inbreast, folders):
+    for sub in (cbis, mias, inbreast, vindr, cmmd, rsna, folders):
         sub.add_argument("--out", required=True, help="manifest CSV to write")
 
     steps = commands.add_parser("plot-steps", help="figure: each preprocessing step side by side")
@@ -186,6 +204,12 @@ def main(argv=None) -> int:
                 rows = adapters.mini_mias_manifest(args.info_txt, args.images, args.out)
             elif args.dataset == "inbreast":
                 rows = adapters.inbreast_manifest(args.csv, args.dicom_dir, args.out)
+            elif args.dataset == "vindr":
+                rows = adapters.vindr_manifest(args.csv, args.images, args.out, args.skip_missing)
+            elif args.dataset == "cmmd":
+                rows = adapters.cmmd_manifest(args.clinical_table, args.dicom_dir, args.out)
+            elif args.dataset == "rsna":
+                rows = adapters.rsna_manifest(args.csv, args.images, args.out, args.skip_missing)
             else:
                 rows = adapters.folder_manifest(args.root, args.out, args.source)
             print(f"{args.out}: {len(rows)} images")

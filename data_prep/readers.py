@@ -217,8 +217,8 @@ def dicom_view(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def _open_dicom(path, header_only: bool = False) -> pydicom.Dataset:
-    """dcmread with the package's errors; ``header_only`` stops before the pixel data."""
+def open_dicom(path, header_only: bool = False) -> pydicom.Dataset:
+    """dcmread with this module's errors (:class:`ImageReadError`); ``header_only`` stops before the pixel data."""
     try:
         return pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
     except FileNotFoundError:
@@ -253,7 +253,7 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     ``pixel_spacing_mm`` (ImagerPixelSpacing, else PixelSpacing, else None) and
     ``transfer_syntax``.
     """
-    ds = _open_dicom(path)
+    ds = open_dicom(path)
     if "PixelData" not in ds:
         raise ImageReadError(path, "PixelData", "is missing", "a DICOM image with pixel data")
     photometric = _check_photometric(ds, path)
@@ -379,7 +379,7 @@ def check_image_file(path: str | os.PathLike) -> None:
     if not _is_dicom(path):
         _open_raster(path).close()
         return
-    ds = _open_dicom(path, header_only=True)
+    ds = open_dicom(path, header_only=True)
     if "Rows" not in ds or "Columns" not in ds:
         raise ImageReadError(path, "Rows/Columns", "are missing", "a DICOM image")
     _check_photometric(ds, path)
