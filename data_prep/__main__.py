@@ -135,6 +135,8 @@ def _check_build(args) -> None:
     if args.size < 8:
         raise DataPrepError(f"--size: got {args.size}, expected an integer of at least 8 pixels (the paper: 227)")
     manifest = _input_file(args.manifest, "manifest")
+    if Path(args.out_h5).is_dir():
+        raise DataPrepError(f"OUT_H5 {args.out_h5}: is a folder (expected the path of the HDF5 file to write)")
     inputs = {manifest.resolve(): "the manifest"}
     inputs.update((Path(row["path"]), f"the image on manifest line {row['line']}") for row in read_manifest(manifest))
     _refuse_overwrite(args.out_h5, inputs, "OUT_H5")

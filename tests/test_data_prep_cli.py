@@ -89,6 +89,8 @@ def test_build_and_validate_bad_arguments_are_one_line_errors(tmp_path, capsys):
     one_error_line(capsys, "--size: got 0, expected an integer of at least 8")
     assert main(["validate", str(tmp_path)]) == 2
     one_error_line(capsys, "is a folder")
+    assert main(["build", str(manifest), str(tmp_path)]) == 2
+    one_error_line(capsys, "OUT_H5", "is a folder")
     assert not (tmp_path / "o.h5").exists()
 
 

@@ -153,14 +153,20 @@ def hide_decoders(monkeypatch, uid):
     monkeypatch.setattr(decoder, "_unavailable", unavailable)
 
 
-def test_missing_decoder_names_the_plugin(tmp_path, monkeypatch):
-    hide_decoders(monkeypatch, JPEGLosslessSV1)
-    path = write_dicom(tmp_path / "jl.dcm", RAMP)
+def write_compressed_stub(path, uid, codestream_start: bytes):
+    """A DICOM whose pixel data claims transfer syntax ``uid``: only its first bytes are a codestream."""
+    write_dicom(path, RAMP)
     ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + bytes(20)])
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.PixelData = encapsulate([codestream_start + bytes(40)])
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_missing_decoder_names_the_plugin(tmp_path, monkeypatch):
+    hide_decoders(monkeypatch, JPEGLosslessSV1)
+    path = write_compressed_stub(tmp_path / "jl.dcm", JPEGLosslessSV1, b"\xff\xd8\xff\xc3")
     with pytest.raises(ImageReadError, match=r"JPEG Lossless.*pip install .*pylibjpeg-libjpeg") as info:
         read_image(path)
     assert str(path) in str(info.value) and "TransferSyntaxUID" in str(info.value)
@@ -216,12 +222,7 @@ def test_missing_jpeg2000_decoder_names_the_pip_commands(tmp_path, monkeypatch):
     from data_prep.readers import check_image_file
 
     hide_decoders(monkeypatch, JPEG2000Lossless)
-    path = write_dicom(tmp_path / "j2k.dcm", RAMP)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
-    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(40)])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_compressed_stub(tmp_path / "j2k.dcm", JPEG2000Lossless, b"\xff\x4f\xff\x51")
     for read in (read_image, check_image_file):
         with pytest.raises(ImageReadError, match=r"JPEG 2000.*no decoder plugin") as info:
             read(path)
