@@ -4,6 +4,8 @@
     python run.py --scenario malignant-vs-negative          # the demo, on synthetic data, CPU minutes
     python run.py --scenario all --experiment all --preset paper --data ffdm=ffdm.csv ddsm=ddsm.csv \\
                   --pretrained bvlc_alexnet.h5               # the paper's grid on real data
+    python run.py predict runs/X/jobs/ffdm/malignant-vs-negative/tf0.05/main/model.h5 IMAGES... --out scores.csv
+                                                             # score new images (run.py predict --help)
 
 Without --data, synthetic FFDM-like and DDSM-like cohorts are generated once and
 cached (see --cache-dir). The run writes results.json, predictions.csv, training
@@ -160,6 +162,10 @@ def build_config(args, on_gpu: bool) -> StudyConfig:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:  # python run.py predict MODEL.h5 INPUT... --out scores.csv
+        from pipeline.predict import main as predict_main
+        return predict_main(argv[1:])
     args = parse_args(argv)
     backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[args.device])
     cfg = build_config(args, on_gpu=backend.backend_name() == "cupy")

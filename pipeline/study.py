@@ -31,6 +31,7 @@ from alexnet_np.weights import fold_input_std, weights_info
 
 from . import evaluate
 from .data import ImageSet, split_holdout, training_mean
+from .modelfile import job_card, save_model
 from .scenarios import MALIGNANT, balance, get_scenario
 from .train import predict, train
 
@@ -124,6 +125,7 @@ class Study:
               desc=job.key, flip=cfg.augment_flip, shift=cfg.augment_shift)
         save_weights(net, folder / "weights.h5", mean=(float(np.mean(mean)),) * 3,
                      source=f"trained by run.py job {job.key} (input mean: the training images' mean image)")
+        save_model(folder / "model.h5", net, job_card(cfg, job, net, mean))  # self-contained: python run.py predict
         # Scoring in training-sized batches reuses the memory the training steps used (the fast
         # CPU kernels recycle outputs by shape); batches of another size would hold a second set.
         results = {name: (idx, y, predict(net, job.data.images, idx, mean, cfg.input_scale, cfg.batch_size))
