@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from collections import Counter
 from pathlib import Path
 
 from .manifest import (
@@ -70,6 +72,13 @@ def _check_inputs(files=(), folders=(), out_csv=None) -> None:
     if out_csv is not None and Path(out_csv).resolve() in {Path(f).resolve() for f in files}:
         raise DataPrepError(f"{out_csv}: is the adapter's input label file; the manifest would overwrite it "
                             "(expected another path)")
+
+
+def _say_left_out(label_file: Path, left_out: Counter) -> None:
+    """Print, on stderr, how many images an adapter left out of the manifest and why: nothing is dropped silently."""
+    if left_out:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(left_out.items()))
+        print(f"{label_file}: {sum(left_out.values())} images left out of the manifest ({reasons})", file=sys.stderr)
 
 
 def _finish(rows: list[dict], out_csv) -> list[dict]:
@@ -135,6 +144,7 @@ def cbis_ddsm_manifest(root, description_csvs, out_csv=None, skip_missing: bool 
     _check_inputs(tables, [root], out_csv)
     images: dict[tuple, dict] = {}
     problems = []
+    left_out = Counter()
     for table in tables:
         header, rows = _read_table(table)
         require_columns(table, header, ("patient_id", "left or right breast", "image view", "pathology", "image file path"))
@@ -157,12 +167,14 @@ def cbis_ddsm_manifest(root, description_csvs, out_csv=None, skip_missing: bool 
                     if not skip_missing:
                         problems.append(ManifestProblem(line, "image file path", row["image file path"],
                                                         f"a full-mammogram DICOM below {root}"))
+                    left_out["image file missing (--skip-missing)"] += 1
                     continue
                 images[key] = _row(path, row["patient_id"], row["patient_id"], side, view, label, "cbis-ddsm")
             elif SEVERITY[label] > SEVERITY[known["label"]]:
                 known["label"] = label
         if problems:
             raise ManifestError(table, problems)
+    _say_left_out(tables[0] if len(tables) == 1 else root, left_out)
     return _finish(list(images.values()), out_csv)
 
 
@@ -280,6 +292,7 @@ def vindr_manifest(annotations_csv, image_dir=None, out_csv=None, skip_missing: 
             rows.append(_row(path, row["study_id"], row["study_id"], side, view, label, "vindr-mammo"))
     if problems:
         raise ManifestError(annotations_csv, problems)
+    _say_left_out(annotations_csv, Counter({"image file missing (--skip-missing)": len(table) - len(rows)}))
     return _finish(rows, out_csv)
 
 
@@ -349,7 +362,7 @@ def cmmd_manifest(clinical_table, dicom_dir, out_csv=None) -> list[dict]:
             first_line.setdefault(row["ID1"], line)
             if SEVERITY[label] > SEVERITY.get(labels.get((row["ID1"], side), ""), -1):
                 labels[row["ID1"], side] = label
-    rows = []
+    rows, left_out = [], Counter()
     for patient, line in first_line.items():
         files = _cmmd_patient_files(dicom_dir, patient)
         if not files:
@@ -367,8 +380,11 @@ def cmmd_manifest(clinical_table, dicom_dir, out_csv=None) -> list[dict]:
                 view = dicom_view(ds) or ""
                 rows.append(_row(path, patient, patient, side, view if view in ("CC", "MLO") else "",
                                  labels[patient, side], "cmmd"))
+            else:
+                left_out["image of a breast the table does not list"] += 1
     if problems:
         raise ManifestError(clinical_table, sorted(problems, key=lambda p: p.line))
+    _say_left_out(clinical_table, left_out)
     return _finish(rows, out_csv)
 
 
@@ -402,7 +418,7 @@ def rsna_manifest(train_csv, image_dir=None, out_csv=None, skip_missing: bool = 
     _check_inputs([train_csv], [image_dir], out_csv)
     header, table = _read_table(train_csv)
     require_columns(train_csv, header, ("patient_id", "image_id", "laterality", "view", "cancer", "biopsy", "BIRADS"))
-    rows, problems = [], []
+    rows, problems, left_out = [], [], Counter()
     for line, row in table:
         cancer, biopsy = _number(row["cancer"], (0, 1)), _number(row["biopsy"], (0, 1))
         birads = _number(row["BIRADS"], (0, 1, 2))
@@ -418,12 +434,17 @@ def rsna_manifest(train_csv, image_dir=None, out_csv=None, skip_missing: bool = 
              "CC, MLO, or one of " + ", ".join(RSNA_OTHER_VIEWS) + " (left out)"),
             ("image_id", found or skip_missing, f"a file {path}")) if not ok]
         problems += bad
+        if not bad and not screening_view:
+            left_out[f"view {view}"] += 1
+        elif not bad and not found:
+            left_out["image file missing (--skip-missing)"] += 1
         if bad or not (screening_view and found):
             continue
         label = "malignant" if cancer else "recalled_benign" if biopsy or birads == 0 else "negative"
         rows.append(_row(path, row["patient_id"], row["patient_id"], side, view, label, "rsna"))
     if problems:
         raise ManifestError(train_csv, problems)
+    _say_left_out(train_csv, left_out)
     return _finish(rows, out_csv)
 
 

@@ -157,7 +157,7 @@ def test_folder_per_class(tmp_path):
 VINDR_HEADER = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
 
 
-def test_vindr(tmp_path):
+def test_vindr(tmp_path, capsys):
     root = tmp_path / "vindr"
     lines = [("s1", "a", "L", "CC", "BI-RADS 1"), ("s1", "b", "R", "MLO", "BI-RADS 2"), ("s2", "c", "L", "CC", "BI-RADS 3"),
              ("s3", "d", "R", "MLO", "BI-RADS 4"), ("s3", "e", "R", "CC", "BI-RADS 5")]
@@ -183,14 +183,16 @@ def test_vindr(tmp_path):
     assert [(p.line, p.column, p.value) for p in info.value.problems] == [
         (2, "breast_birads", "BI-RADS 0"), (3, "laterality", "B"), (3, "view_position", "XCC"), (3, "image_id", "zz")]
     (root / "missing.csv").write_text(VINDR_HEADER + "\ns1,x,a,L,CC,1,1,BI-RADS 1,D,t\ns9,x,zz,L,CC,1,1,BI-RADS 1,D,t\n")
+    capsys.readouterr()
     assert [Path(r["image_path"]).stem for r in vindr_manifest(root / "missing.csv", skip_missing=True)] == ["a"]
+    assert "1 images left out of the manifest (image file missing (--skip-missing): 1)" in capsys.readouterr().err
 
 
 RSNA_HEADER = ("site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
                "machine_id,difficult_negative_case")
 
 
-def test_rsna(tmp_path):
+def test_rsna(tmp_path, capsys):
     root = tmp_path / "rsna"
     #           patient, image, side, view, cancer, biopsy, BIRADS -> expected class (None: left out)
     cases = [("10006", "1", "L", "CC", "0", "0", "", "negative"),
@@ -207,6 +209,7 @@ def test_rsna(tmp_path):
         text += f"2,{patient},{image},{side},{view},61.0,{cancer},{biopsy},0,{birads},0,,29,False\n"
     (root / "train.csv").write_text(text)
     rows = rsna_manifest(root / "train.csv", out_csv=tmp_path / "rsna.csv")
+    assert "train.csv: 1 images left out of the manifest (view AT: 1)" in capsys.readouterr().err
     got = {Path(r["image_path"]).stem: (r["patient_id"], r["laterality"], r["view"], r["label"]) for r in rows}
     assert got == {image: (patient, side, view, label)
                    for patient, image, side, view, _, _, _, label in cases if label}
@@ -249,10 +252,11 @@ def check_cmmd_rows(rows):
                    ("D1-0002", "1-4.dcm", "R", "MLO", "recalled_benign")]   # D1-0002's left breast is not listed
 
 
-def test_cmmd_from_csv_export(tmp_path):
+def test_cmmd_from_csv_export(tmp_path, capsys):
     cmmd_tree(tmp_path / "download")
     (tmp_path / "clinical.csv").write_text("\n".join(",".join(row) for row in CMMD_TABLE) + "\n")
     check_cmmd_rows(cmmd_manifest(tmp_path / "clinical.csv", tmp_path / "download", tmp_path / "cmmd.csv"))
+    assert "2 images left out of the manifest (image of a breast the table does not list: 2)" in capsys.readouterr().err
     assert len(read_manifest(tmp_path / "cmmd.csv")) == 4
     write_dicom(tmp_path / "download" / "CMMD" / "D1-0001" / "extra.dcm", np.zeros((8, 8), np.uint16))  # no laterality
     (tmp_path / "bad.csv").write_text("ID1,LeftRight,classification\nD1-0001,L,Malignant\nD1-0009,R,Benign\n"
