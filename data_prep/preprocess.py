@@ -23,6 +23,8 @@ training code computes (see :func:`data_prep.build.compute_mean`) and records.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse
 from scipy import ndimage
@@ -296,22 +298,98 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class CropGeometry:
+    """Where a stored image came from and how well the breast fills it; every build records it.
+
+    ``crop_box`` = (top, bottom, left, right): rows [top, bottom) and columns [left, right) of the
+    *oriented* image (after :func:`orient`'s mirror, if any) that were kept; ``flipped``: whether
+    :func:`orient` mirrored the image left-right; ``original_shape``: (rows, cols) as read.
+    ``breast_fraction`` and ``breast_extent``: see :func:`crop_measures`.
+    """
+
+    crop_box: tuple[int, int, int, int]
+    flipped: bool
+    original_shape: tuple[int, int]
+    breast_fraction: float
+    breast_extent: float
+
+
+def stored_scale(crop_box, size: int, aspect: str = "stretch") -> tuple[float, float]:
+    """(row scale, column scale): stored pixels per original pixel, e.g. to map a radius.
+
+    ``"stretch"`` resizes the crop's h x w pixels to size x size; ``"pad"`` pads it to a square of
+    side max(h, w) first, so both scales are size / max(h, w).
+    """
+    if aspect not in ASPECTS:
+        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+    top, bottom, left, right = (int(v) for v in crop_box)
+    height, width = bottom - top, right - left
+    if aspect == "pad":
+        height = width = max(height, width)
+    return size / height, size / width
+
+
+def to_stored_coords(rows, cols, crop_box, flipped: bool, original_shape, size: int, aspect: str = "stretch"):
+    """Map points from the original image's pixel coordinates (as read) to the stored size x size image's.
+
+    Returns float arrays (rows, cols). The steps undone in order: :func:`orient`'s mirror
+    (col -> cols - 1 - col), the crop (subtract the box's top-left corner), :func:`pad_to_square`'s
+    rows above (``"pad"`` only), and the resize, whose output pixel j is centred at input coordinate
+    (j + 0.5) / scale, so input index i lands at (i + 0.5) * scale - 0.5.
+    """
+    rows, cols = np.asarray(rows, np.float64), np.asarray(cols, np.float64)
+    top, bottom, left, right = (int(v) for v in crop_box)
+    if flipped:
+        cols = int(original_shape[1]) - 1 - cols
+    rows, cols = rows - top, cols - left
+    if aspect == "pad":
+        rows = rows + (max(bottom - top, right - left) - (bottom - top)) // 2
+    row_scale, col_scale = stored_scale(crop_box, size, aspect)
+    return (rows + 0.5) * row_scale - 0.5, (cols + 0.5) * col_scale - 0.5
+
+
+def crop_measures(stored_mask: np.ndarray, crop_box, aspect: str = "stretch") -> tuple[float, float]:
+    """(breast_fraction, breast_extent) of a stored image, from its size x size breast mask.
+
+    ``breast_fraction``: the share of the stored image inside the breast mask. ``breast_extent``:
+    the breast's width over the width the crop takes in the stored image (``size`` for
+    ``"stretch"``): the 90th percentile, over the rows the mask reaches, of the number of mask
+    pixels in the row. A good crop gives about 0.95-1; a crop that kept a film border gives about
+    the breast's share of the film (0.5-0.6 on the real films of issue 12). Counting pixels, and
+    the 90th percentile rather than the maximum, keep a thin strip joined to the mask (a row of
+    film border across the top, a column at the far edge) from counting as breast.
+    """
+    size = stored_mask.shape[1]
+    counts = stored_mask.sum(axis=1)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 0.0, 0.0
+    width = (crop_box[3] - crop_box[2]) * stored_scale(crop_box, size, aspect)[1]
+    return float(stored_mask.mean()), float(np.percentile(counts, 90) / width)
+
+
 def preprocess_steps(image: np.ndarray, laterality: str | None, size: int = 227, aspect: str = "stretch",
                      equalize: str = "global", threshold_fraction: float = THRESHOLD_FRACTION) -> dict:
     """Run the whole preprocessing and return every intermediate, for figures and audits.
 
     Keys: ``original`` (input), ``cropped`` (oriented and cropped, blanked outside the breast),
     ``resized`` (bicubic, float), ``equalized`` (float in [0, 1]), ``final`` (uint8, what is
-    stored), ``flipped`` (bool: whether :func:`orient` mirrored the image).
+    stored), ``flipped`` (bool: whether :func:`orient` mirrored the image), ``stored_mask``
+    (size x size bool, the breast in the stored image), ``geometry`` (:class:`CropGeometry`).
     """
     mask = breast_mask(image, threshold_fraction)
     oriented, mask = orient(image, laterality, mask)
+    box = mask_box(mask)
     cropped, mask = crop_to_breast(oriented, mask)
     resized = resize_bicubic(cropped, size, aspect)
     small_mask = resize_bicubic(mask.astype(np.float32), size, aspect) > 0.5
     equalized = equalize_histogram(resized, equalize, small_mask)
+    flipped = oriented is not image
+    geometry = CropGeometry(box, flipped, (int(image.shape[0]), int(image.shape[1])),
+                            *crop_measures(small_mask, box, aspect))
     return {"original": image, "cropped": cropped, "resized": resized, "equalized": equalized,
-            "final": to_uint8(equalized), "flipped": oriented is not image}
+            "final": to_uint8(equalized), "flipped": flipped, "stored_mask": small_mask, "geometry": geometry}
 
 
 def preprocess_image(array: np.ndarray, laterality: str | None, size: int = 227, aspect: str = "stretch",
@@ -319,6 +397,7 @@ def preprocess_image(array: np.ndarray, laterality: str | None, size: int = 227,
     """Preprocess one image read by :func:`data_prep.readers.read_image` into a (size, size) uint8 array.
 
     ``laterality`` is ``"L"``, ``"R"`` or None (then only the image content orients it). See the
-    module docstring for the steps and :func:`preprocess_steps` for the intermediates.
+    module docstring for the steps and :func:`preprocess_steps` for the intermediates and the crop
+    geometry.
     """
     return preprocess_steps(array, laterality, size, aspect, equalize)["final"]
