@@ -16,6 +16,7 @@ from data_prep.__main__ import main
 from data_prep.build import (
     build_dataset,
     compute_mean,
+    crops_report_path,
     errors_report_path,
     load_dataset,
 )
@@ -237,3 +238,60 @@ def test_skip_category_of_a_missing_decoder_and_of_anything_else(tmp_path):
     assert build_module._skip_category(missing_decoder) == "unsupported transfer syntax"
     assert build_module._skip_category(ImageReadError("a.dcm", "PixelData", "is missing")) == "unusable pixel data"
     assert build_module._skip_category(MemoryError()) == "other error"
+
+
+def test_build_records_crop_geometry_measures_and_outliers(tmp_path, capsys):
+    manifest = make_cohort(tmp_path)
+    rows = list(csv.DictReader(open(manifest)))
+    # A textured bar across the whole width joined to a breast: not a flat film border, so the crop
+    # keeps the full width and the breast fills only part of it -- a crop outlier.
+    image = breast_image(100, 120, "left", level=0.5)
+    image[20:24, :] = 0.3 + 0.6 * np.random.default_rng(0).random((4, 120))
+    Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(tmp_path / "bar.png")
+    rows.append({**rows[0], "image_path": "bar.png", "patient_id": "PB", "exam_id": "EB"})
+    write_manifest(rows, manifest)
+    out = build_dataset(manifest, tmp_path / "out.h5", size=32, workers=1, progress=False)
+    data = load_dataset(out)
+    assert data["crop_box"].shape == (8, 4) and data["crop_box"].dtype == np.int32
+    assert list(data["flipped"]) == [0, 1, 0, 1, 0, 1, 1, 0]                 # R images stored chest-wall-right
+    assert [tuple(s) for s in data["original_shape"][:2]] == [(80, 60), (84, 60)]
+    top, bottom, left, right = data["crop_box"][0]
+    assert (left, right) == (0, 42) and bottom - top == round(0.84 * 80)       # the fixture's half-ellipse
+    assert (data["breast_extent"][:7] > 0.9).all() and (data["breast_fraction"][:7] > 0.6).all()
+    assert data["breast_extent"][7] < 0.85 and data["attrs"]["n_crop_outliers"] == 1
+    with open(crops_report_path(out), newline="") as f:
+        report = list(csv.DictReader(f))
+    assert [r["outlier"] for r in report] == ["0"] * 7 + ["1"] and report[7]["image_path"] == "bar.png"
+    assert main(["plot-crops", str(out), str(tmp_path / "crops.png"), "--n", "3"]) == 0
+    assert Image.open(tmp_path / "crops.png").size[0] > 300
+
+
+def test_old_builds_load_and_plot_crops_rejects_them(tmp_path, capsys):
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:                       # format version 1: no crop fields
+        f["images"] = np.zeros((2, 8, 8), np.uint8)
+        f["labels"] = np.zeros(2, np.int8)
+        f.attrs.update({"format_name": build_module.FORMAT_NAME, "format_version": 1})
+    data = load_dataset(old)
+    assert "crop_box" not in data and data["images"].shape == (2, 8, 8)
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    for path, message in [(old, "no crop measures"), (tmp_path / "missing.h5", "no such file"),
+                          (tmp_path / "text.h5", "not an HDF5 file"), (tmp_path / "other.h5", "format_name")]:
+        assert main(["plot-crops", str(path), str(tmp_path / "x.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_new_preprocessing_version_rebuilds(tmp_path, monkeypatch):
+    manifest = make_cohort(tmp_path, n=2)
+    out = build_dataset(manifest, tmp_path / "out.h5", size=16, workers=1, progress=False)
+    first = load_dataset(out)["attrs"]["fingerprint"]
+    assert build_dataset(manifest, out, size=16, workers=1, progress=False) == out
+    assert load_dataset(out)["attrs"]["fingerprint"] == first
+    monkeypatch.setattr(build_module, "PREPROCESS_VERSION", build_module.PREPROCESS_VERSION + 1)
+    build_dataset(manifest, out, size=16, workers=1, progress=False)
+    attrs = load_dataset(out)["attrs"]
+    assert attrs["fingerprint"] != first and attrs["preprocess_version"] == build_module.PREPROCESS_VERSION

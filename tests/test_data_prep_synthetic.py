@@ -12,6 +12,7 @@ from PIL import Image
 from data_prep.build import build_dataset, load_dataset
 from data_prep.manifest import read_manifest
 from data_prep.readers import read_image
+from data_prep.synthetic import GENERATOR_VERSION
 from data_prep.synthetic.cohort import (
     FIELD_HEIGHT_MM,
     PAPER_COHORTS,
@@ -151,3 +152,20 @@ def test_bad_arguments(tmp_path):
         synthesize("ffdm", 5, 0, tmp_path, difficulty=0)
     with pytest.raises(ValueError, match="image_size"):
         synthesize("ffdm", 5, 0, tmp_path, image_size=(32, 32))
+
+
+def test_breast_box_truth_and_generator_version(ffdm, tmp_path):
+    summary = json.loads((ffdm.parent / "cohort.json").read_text())
+    assert summary["generator_version"] == GENERATOR_VERSION >= 2
+    with open(ffdm.parent / "breast_box.csv", newline="") as f:
+        boxes = {r["image_path"]: r for r in csv.DictReader(f)}
+    rows = read_manifest(ffdm)
+    assert set(boxes) == {r["image_path"] for r in rows}
+    for row in rows[:8]:  # FFDM background is padding (0): the true box is the non-zero region as read
+        image, _ = read_image(row["path"])
+        inside_rows, inside_cols = np.flatnonzero((image > 0).any(axis=1)), np.flatnonzero((image > 0).any(axis=0))
+        box = boxes[row["image_path"]]
+        # The window may clip the breast's faintest rim (a pixel or two) to 0.
+        np.testing.assert_allclose([int(box[k]) for k in ("top", "bottom", "left", "right")],
+                                   [inside_rows[0], inside_rows[-1] + 1, inside_cols[0], inside_cols[-1] + 1], atol=3)
+        assert box["mirrored"] == str(int(row["laterality"] == "R")) and box["artifacts"] == ""
