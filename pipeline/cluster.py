@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -248,7 +249,7 @@ def start_local_cluster(n_workers: int, cores: int | None = None, gpus: Sequence
         # CUDA_VISIBLE_DEVICES differs per worker, so it goes in the nanny's own env (set in the
         # worker process at its start, before CUDA is initialized); the BLAS variables cannot.
         workers[i] = {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": MEMORY_LIMIT // n_workers,
-                                                "host": "127.0.0.1", "env": env}}
+                                                "host": "127.0.0.1", "env": env, "silence_logs": logging.ERROR}}
     with _spawn_environment({name: str(cores) for name in BLAS_VARIABLES}):
         return SpecCluster(workers=workers, silence_logs=logging.ERROR,
                            scheduler={"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False}})
@@ -260,7 +261,7 @@ def slurm_cluster_kwargs(opts: SlurmOptions) -> dict:
     a time with the job's cores shared out as BLAS threads; workers retire (``--lifetime``) before
     the walltime, so a job interrupted then continues on a fresh worker instead of being killed."""
     import dask
-    import dask_jobqueue  # noqa: F401  (importing it loads the jobqueue section of dask's configuration)
+    importlib.import_module("dask_jobqueue")      # loads the jobqueue section of dask's configuration
     config = dask.config.get("jobqueue.slurm")
     cores = opts.cores or config.get("cores")
     memory = opts.memory or config.get("memory")

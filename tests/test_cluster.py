@@ -2,6 +2,7 @@
 after a worker is killed mid-job, and on a real one-node SLURM (bench/slurm_local.sh); BLAS threads
 and devices per worker; idempotence; the --cluster / --slurm-* checks."""
 import argparse
+import importlib
 import os
 import shutil
 import signal
@@ -11,11 +12,14 @@ import time
 from pathlib import Path
 
 import dask
-import dask_jobqueue  # noqa: F401  (loads jobqueue's defaults before any dask.config.set below)
 import numpy as np
 import pytest
 
 from data_prep.fileio import atomic_output
+# jobqueue's defaults must be in dask's configuration before a dask.config.set below adds to it
+# (leaving a set() would otherwise remove them with the keys it added).
+importlib.import_module("dask_jobqueue")
+
 from pipeline.cluster import (GridJob, JobsFailed, SlurmOptions, add_cluster_arguments, cluster_arguments,
                               cores_per_worker, open_client, parse_cluster, run_jobs, slurm_cluster_kwargs,
                               walltime_seconds)
