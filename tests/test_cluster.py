@@ -125,6 +125,12 @@ def test_local_cluster_gives_the_sequential_files(client, sequential_results, tm
     assert_same_files(run_jobs(toy_graph(tmp_path), client=client, progress=False), sequential_results)
 
 
+def test_tcp_address_reaches_a_running_scheduler(client, sequential_results, tmp_path):
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    assert_same_files(run_jobs(toy_graph(tmp_path), where=address, progress=False), sequential_results)
+
+
 def test_a_finished_job_is_not_run_again(client, tmp_path):
     counter = tmp_path / "calls.txt"
     job = GridJob("once", count_calls, tmp_path / "once.npy", args=(tmp_path / "once.npy", counter))
