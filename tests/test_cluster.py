@@ -236,7 +236,8 @@ def test_slurm_gives_the_sequential_files(sequential_results, tmp_path, monkeypa
     # through the client's PYTHONPATH, which workers inherit.
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     options = SlurmOptions(cores=2, memory="2GB", walltime="00:10:00", jobs=1)
-    with dask.config.set({"jobqueue.slurm.log-directory": str(tmp_path / "slurm-logs")}), \
+    with dask.config.set({"jobqueue.slurm.log-directory": str(tmp_path / "slurm-logs"),
+                          "jobqueue.slurm.scheduler-options": {"dashboard": False}}), \
             open_client("slurm", options) as c:
         results = run_jobs(toy_graph(tmp_path / "run"), client=c, progress=False)
         assert set(map(tuple, c.run(blas_threads).values())) == {(2,)}
