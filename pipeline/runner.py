@@ -5,7 +5,10 @@ import csv
 import json
 import os
 import platform
+import shlex
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import numpy as np
 from alexnet_np import backend
 
 from . import report
-from .config import StudyConfig, deviations
+from .config import StudyConfig, UserError, deviations, resolve_config
 from .data import ImageSet, needed_datasets, synthetic_dataset, user_dataset
 from .scenarios import LABEL_NAMES
 from .study import Study
@@ -86,20 +89,66 @@ def prepare_datasets(cfg: StudyConfig, cache_dir, workers=None, log=print) -> di
     return out
 
 
-def _check_resume(out: Path, cfg: StudyConfig, resume: bool):
+def check_out_folder(out: Path, cfg: StudyConfig, resume: bool):
+    """A new run needs a folder without a run in it; --resume needs the run, with the same settings."""
     saved = out / "config.json"
     if saved.exists():
         if not resume:
-            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose "
-                             f"another --out")
+            raise UserError(f"--out {out}: already holds a run; expected --resume to continue it, or another --out")
         old = json.loads(saved.read_text())
         new = json.loads(json.dumps(cfg.to_dict(), default=_json_default))
         diff = sorted(k for k in set(old) | set(new) if k != "progress" and old.get(k) != new.get(k))
         if diff:
-            raise SystemExit(f"error: --resume with different settings than the run in {out}: "
-                             + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff))
-    elif resume and out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: --resume: {out} has no config.json, so it is not a run folder")
+            raise UserError(f"--resume --out {out}: the run there has other settings ("
+                            + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+                            + "); expected the same options as the run it continues")
+    elif resume:
+        raise UserError(f"--resume --out {out}: no run there (no config.json); expected the folder of an "
+                        "interrupted run")
+
+
+def select_device(choice: str) -> str:
+    """Point alexnet_np at the device (--device cpu, gpu or auto); returns "cpu" or "gpu"."""
+    try:
+        backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[choice])
+    except RuntimeError as e:
+        raise UserError(f"--device {choice}: {e}") from None
+    return "gpu" if backend.backend_name() == "cupy" else "cpu"
+
+
+@dataclass
+class RunRequest:
+    """What run.py's command line asks for: a preset, the options that override it, and where to run."""
+
+    preset: str
+    overrides: dict                  # StudyConfig field -> value, None = the preset's
+    device: str = "auto"             # cpu, gpu or auto
+    out: str | None = None           # default runs/<timestamp>
+    resume: bool = False
+    cache_dir: str = "data_cache"
+    workers: int | None = None
+    argv: list = field(default_factory=list)   # the command line, for the report and the resume hint
+
+
+def run_command(request: RunRequest) -> int:
+    """run.py's study command: settings and inputs checked first, then the study; returns the exit code.
+
+    A user error prints one line ``error: ...`` and returns 2 before any data are touched.
+    """
+    try:
+        device = select_device(request.device)
+        cfg = resolve_config(request.preset, request.overrides, device)
+        out = Path(request.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+        check_out_folder(out, cfg, request.resume)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    command = "python run.py " + shlex.join(request.argv)
+    report_path = run_study(cfg, out, resume=request.resume, cache_dir=request.cache_dir, workers=request.workers,
+                            command=command)
+    print(f"\nreport: {report_path}")
+    print(f"results: {out / 'results.json'}")
+    return 0
 
 
 def write_predictions_csv(path, study: Study):
@@ -128,7 +177,7 @@ def write_predictions_csv(path, study: Study):
 def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", workers=None, command="run.py"):
     """Run every (test fraction, experiment, scenario) of ``cfg`` into ``out``; returns report.md's path."""
     out = Path(out)
-    _check_resume(out, cfg, resume)
+    check_out_folder(out, cfg, resume)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     env = environment()

@@ -103,10 +103,7 @@ class Study:
             load_weights(net, job.init_weights)
             mean = training_mean(job.data, job.train_idx)
         elif cfg.pretrained:
-            info = weights_info(cfg.pretrained)
-            if info.get("variant") != cfg.variant:
-                raise ValueError(f"--pretrained {cfg.pretrained} holds {info.get('variant')!r} weights but the "
-                                 f"network is --variant {cfg.variant}")
+            info = weights_info(cfg.pretrained)  # its variant was checked by pipeline.config.check_inputs
             # fc6's input follows from the input size: at another size only conv1..conv5 transfer
             new_layers = ("fc8",) if int(info["input_size"]) == cfg.input_size else ("fc6", "fc7", "fc8")
             load_weights(net, cfg.pretrained, exclude=new_layers)

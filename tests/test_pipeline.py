@@ -161,6 +161,49 @@ def test_binary_metrics_fields_and_patient_ci_is_wider():
     assert m["operating_point"]["sensitivity"] >= 0.869
 
 
+# ----------------------------------------------------------------------------- configuration
+def test_resolve_config_applies_the_preset_rules():
+    from pipeline.config import PRESETS, resolve_config
+    demo = PRESETS["demo"]
+    cpu = resolve_config("demo", {"iters": 7, "lr": None}, "cpu")
+    assert (cpu.iters, cpu.lr, cpu.input_size, cpu.augment_shift) == (7, demo["lr"], demo["input_size"],
+                                                                      demo["augment_shift"])
+    gpu = resolve_config("demo", {}, "gpu")  # a GPU affords the paper's input size, with shifts scaled to it
+    assert (gpu.input_size, gpu.augment_shift, gpu.device) == (demo["gpu_input_size"], demo["gpu_augment_shift"], "gpu")
+    assert resolve_config("demo", {"input_size": 67}, "gpu").input_size == 67  # an explicit size wins
+    assert resolve_config("demo", {"scenarios": ["all"]}, "cpu").scenarios == list(SCENARIOS)
+
+
+def test_pretrained_weights_force_input_scale_one_unless_given(tmp_path):
+    from alexnet_np import save_weights
+    from pipeline.config import resolve_config
+    save_weights(AlexNet(2, input_size=67, widths=MINI), tmp_path / "w.h5", mean=(1.0, 1.0, 1.0), source="test")
+    base = {"input_size": 67, "widths": list(MINI), "pretrained": str(tmp_path / "w.h5")}
+    assert resolve_config("demo", base, "cpu").input_scale == 1.0
+    assert resolve_config("demo", dict(base, input_scale=0.5), "cpu").input_scale == 0.5
+    assert resolve_config("demo", {}, "cpu").input_scale == pytest.approx(1 / 64)
+
+
+@pytest.mark.parametrize("entry", ["import run", "import pipeline.config", "from pipeline.report import write_report",
+                                   "import pipeline.scenarios"])
+def test_openblas_spin_is_set_before_numpy_loads_whatever_is_imported_first(entry):
+    """OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when NumPy loads it: the variable must already be set then."""
+    import os
+    import subprocess
+    import sys
+    spy = ("import os, sys\n"
+           "class Spy:\n"
+           "    def find_spec(self, name, path=None, target=None):\n"
+           "        if name == 'numpy' and 'numpy' not in sys.modules:\n"
+           "            print('at numpy:', os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n"
+           "        return None\n"
+           "sys.meta_path.insert(0, Spy())\n" + entry + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    got = subprocess.run([sys.executable, "-c", spy], capture_output=True, text=True, env=env, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert got.stdout.splitlines()[0] == "at numpy: 4", got.stdout + got.stderr
+
+
 # ----------------------------------------------------------------------------- end to end
 def _run(tmp_path, *extra):
     import run
@@ -200,8 +243,7 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
     assert "What differs from the paper" in report and "paper AUC" in report and "Incremental" in report
     for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_curves.png"):
         assert (out / "figures" / fig).stat().st_size > 1000, fig
-    with pytest.raises(SystemExit, match="--resume"):
-        run.main(argv)
+    assert run.main(argv) == 2  # the folder holds a run: an error naming --out, without --resume
     assert run.main(argv + ["--resume"]) == 0
     again = json.loads((out / "results.json").read_text())["runs"]
     assert [r["auc"] for r in again] == [r["auc"] for r in runs]  # the saved models were reused
