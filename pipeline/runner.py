@@ -1,19 +1,19 @@
 """run.py's engine: prepare data, run the grid of jobs, write results and the report, resumably."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_np import backend
+from data_prep.fileio import atomic_output, write_csv_atomic
 
 from . import report
 from .config import StudyConfig, UserError, deviations, resolve_config
@@ -23,10 +23,8 @@ from .study import Study
 
 
 def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
 
 
 def _json_default(o):
@@ -156,22 +154,24 @@ def write_predictions_csv(path, study: Study):
     rows = []
     width = 0
     for rec in study.records:
-        ds = study.dataset_for(rec["experiment"])
-        pred = Study._read_predictions(study.out / "jobs" / rec["job"] / "predictions.h5")
-        for split, (idx, y, proba) in pred.items():
-            width = max(width, proba.shape[1])
-            for i, cls, p in zip(idx, y, proba):
-                rows.append([rec["experiment"], rec["scenario"], rec["test_fraction"], split, int(i),
+        ds = study.dataset_for(rec.experiment)
+        preds = Study._read_predictions(study.out / "jobs" / rec.job / "predictions.h5")
+        for split, pred in preds.items():
+            width = max(width, pred.proba.shape[1])
+            for i, cls, p in zip(pred.index, pred.label, pred.proba):
+                rows.append([rec.experiment, rec.scenario, rec.test_fraction, split, int(i),
                              ds.image_path[i], ds.patient_id[i], LABEL_NAMES[ds.labels[i]], int(cls)]
                             + [f"{v:.6f}" for v in p])
     header = ["experiment", "scenario", "test_fraction", "split", "image_index", "image_path", "patient_id",
               "true_label", "network_class"] + [f"p{k}" for k in range(width)]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_csv_atomic(path, header, rows)
+
+
+def results_json(records, cfg: StudyConfig, env: dict, timings: dict) -> dict:
+    """results.json's content (its schema is in the README): one entry per ModelResult, with its
+    headline ``auc`` beside the nested parts."""
+    return {"runs": [dict(auc=r.auc, **asdict(r)) for r in records], "config": cfg.to_dict(),
+            "environment": env, "timings": timings}
 
 
 def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", workers=None, command="run.py"):
@@ -197,11 +197,9 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
             for name in cfg.scenarios:
                 t0 = time.perf_counter()
                 record = study.run(name, experiment, tf)
-                record["seconds"] = time.perf_counter() - t0
-                write_json_atomic(out / "results.json", {"runs": study.records, "config": cfg.to_dict(),
-                                                         "environment": env, "timings": timings})
+                record.seconds = time.perf_counter() - t0
+                write_json_atomic(out / "results.json", results_json(study.records, cfg, env, timings))
     timings["total_s"] = time.perf_counter() - t_start
     write_predictions_csv(out / "predictions.csv", study)
-    write_json_atomic(out / "results.json", {"runs": study.records, "config": cfg.to_dict(),
-                                             "environment": env, "timings": timings})
+    write_json_atomic(out / "results.json", results_json(study.records, cfg, env, timings))
     return report.write_report(out, cfg, study.records, env, timings, command)

@@ -25,6 +25,7 @@ import numpy as np
 
 from alexnet_np import SoftmaxCrossEntropy, to_network_input, to_numpy
 from alexnet_np.weights import load_checkpoint, save_checkpoint
+from data_prep.fileio import write_csv_atomic
 
 LOG_FIELDS = ("iteration", "loss", "accuracy", "lr", "images_per_s", "data_wait_s", "elapsed_s")
 
@@ -132,12 +133,7 @@ def _read_log(path):
 
 
 def _rewrite_log(path, rows):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_csv_atomic(path, LOG_FIELDS, [[r[k] for k in LOG_FIELDS] for r in rows])
 
 
 def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, scale, checkpoint_path,
@@ -173,7 +169,7 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
     t_begin = time.perf_counter()
     last_good = start if checkpoint_path.exists() else None
     log = open(log_path, "a", newline="")
-    writer = csv.DictWriter(log, fieldnames=LOG_FIELDS)
+    writer = csv.DictWriter(log, fieldnames=LOG_FIELDS, lineterminator="\n")
     try:
         for it in range(start, iters):
             t0 = time.perf_counter()

@@ -142,9 +142,9 @@ def test_paired_comparison_uses_the_same_cases():
     good = y + rng.normal(0, 0.6, 100)
     bad = y + rng.normal(0, 2.0, 100)
     cmp = evaluate.compare_paired(y, good, bad)
-    assert cmp["auc"] > cmp["baseline_auc"] and 0 <= cmp["p_delong"] < 0.05
+    assert cmp.auc > cmp.baseline_auc and 0 <= cmp.p_delong < 0.05
     same = evaluate.compare_paired(y, good, good)
-    assert same["p_delong"] == 1.0
+    assert same.p_delong == 1.0
 
 
 def test_binary_metrics_fields_and_patient_ci_is_wider():
@@ -154,11 +154,10 @@ def test_binary_metrics_fields_and_patient_ci_is_wider():
     patient_effect = np.repeat(rng.normal(0, 1, 40), 4)
     score = y + patient_effect + rng.normal(0, 0.2, 160)
     m = evaluate.binary_metrics(y, score, pid, n_boot=500)
-    for key in ("auc", "ci95_delong", "ci95_bootstrap", "ci95_bootstrap_patient", "specificity_at_0.869"):
-        assert key in m
     width = lambda ci: ci[1] - ci[0]  # noqa: E731
-    assert width(m["ci95_bootstrap_patient"]) > width(m["ci95_bootstrap"])
-    assert m["operating_point"]["sensitivity"] >= 0.869
+    assert width(m.ci95_bootstrap_patient) > width(m.ci95_bootstrap)
+    assert m.ci95_delong[0] < m.auc < m.ci95_delong[1]
+    assert m.operating_point.sensitivity >= 0.869 and m.operating_point.target_sensitivity == 0.869
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -229,12 +228,18 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
     for r in runs:
         assert 0.0 <= r["auc"] <= 1.0 and r["n_test"] > 0 and r["n_train"] > 0
         if r["scenario"] == "triple":
-            assert len(r["pairwise_auc"]) == 3
+            assert len(r["triple"]["pairs"]) == 3 and r["binary"] is None
+            assert r["auc"] == pytest.approx(np.mean([p["auc"] for p in r["triple"]["pairs"]]))
         else:
-            assert len(r["ci95_bootstrap_patient"]) == 2 and "specificity_at_0.869" in r
+            assert r["auc"] == r["binary"]["auc"] and r["triple"] is None
+            assert len(r["binary"]["ci95_bootstrap_patient"]) == 2
+            assert 0 <= r["binary"]["operating_point"]["specificity"] <= 1
         if r["experiment"] == "incremental":
-            assert "baseline_auc" in r and "p_delong" in r
-        assert r["cv_folds"] == 0 and r["cv_auc_mean"] is None  # the demo runs no CV, and says so
+            assert 0 <= r["incremental"]["baseline_auc"] <= 1
+            assert (r["incremental"]["p_delong"] is None) == (r["scenario"] == "triple")
+        else:
+            assert r["incremental"] is None
+        assert r["cv"] is None  # the demo runs no CV, and says so
     assert res["config"]["iters"] == 4 and res["environment"]["backend"] == "numpy"
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -255,7 +260,7 @@ def test_run_py_cross_validation_and_robustness(tmp_path):
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert sorted(r["test_fraction"] for r in runs) == [0.2, 0.3]
     for r in runs:
-        assert len(r["cv_auc"]) == 2 and np.isfinite(r["cv_auc_sd"])
+        assert r["cv"]["folds"] == 2 and len(r["cv"]["aucs"]) == 2 and np.isfinite(r["cv"]["sd"])
     assert (out / "figures" / "robustness.png").exists()
     assert "Robustness" in (out / "report.md").read_text()
 
