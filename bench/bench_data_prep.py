@@ -135,7 +135,7 @@ def main() -> None:
             print(f"{'':44s} {n_images:6d} images")
             manifests[dataset, difficulty] = manifest
         timed(f"build {dataset} 640x512 -> 227", n_images, "images", build_dataset, manifest,
-              out / f"{dataset}_227.h5", 227, workers=args.workers, resume=False, progress=False)
+              out / f"{dataset}_227.h5", 227, workers=args.workers, rebuild=True, progress=False)
 
     if args.full_size_patients:
         print("== speed (full-size FFDM DICOM, 4096 x 3328) ==")
@@ -145,7 +145,7 @@ def main() -> None:
                          progress=False)
         n_images = len(read_manifest(manifest))
         timed("build ffdm 4096x3328 -> 227", n_images, "images", build_dataset, manifest, out / "ffdm_full.h5", 227,
-              workers=args.workers, resume=False, progress=False)
+              workers=args.workers, rebuild=True, progress=False)
 
     print("== separability: logistic regression on blob features of 99 x 99 builds, patient-level 5-fold AUC ==")
     for (dataset, difficulty), manifest in manifests.items():

@@ -9,6 +9,9 @@ Bad label rows or unresolvable files are collected and raised together as a
 * :func:`cbis_ddsm_manifest`  CBIS-DDSM description CSVs + the TCIA download folder;
 * :func:`mini_mias_manifest`  mini-MIAS ``Info.txt`` + ``mdbNNN.pgm`` files;
 * :func:`inbreast_manifest`   INbreast's ``;``-separated ``INbreast.csv`` + ``AllDICOMs``;
+* :func:`vindr_manifest`      VinDr-Mammo's ``breast-level_annotations.csv`` + ``images/``;
+* :func:`cmmd_manifest`       CMMD's clinical table (xlsx or a CSV export) + the TCIA download;
+* :func:`rsna_manifest`       RSNA Screening Mammography 2023's ``train.csv`` + ``train_images/``;
 * :func:`folder_manifest`     any ``root/<class>/[<patient>/]<image>`` layout.
 """
 
@@ -20,12 +23,14 @@ from pathlib import Path
 
 from .manifest import (
     LABELS,
+    DataPrepError,
     ManifestError,
     ManifestProblem,
     read_csv_records,
     require_columns,
     write_manifest,
 )
+from .readers import ImageReadError, dicom_laterality, dicom_view, open_dicom
 
 #: CBIS-DDSM pathology -> class. BENIGN_WITHOUT_CALLBACK findings were benign-looking enough not to
 #: be recalled at all, so their images count as negative.
@@ -37,6 +42,13 @@ MIAS_SEVERITY = {"NORM": "negative", "B": "recalled_benign", "M": "malignant"}
 #: for every case, so BI-RADS 4-6 stands in for malignant and 3 for recalled-benign.
 INBREAST_BIRADS = {"1": "negative", "2": "negative", "3": "recalled_benign", "4": "malignant", "4a": "malignant",
                    "4b": "malignant", "4c": "malignant", "5": "malignant", "6": "malignant"}
+#: VinDr-Mammo breast-level BI-RADS -> class, as for INbreast: VinDr-Mammo has no pathology, so
+#: BI-RADS 4-5 stands in for malignant and 3 for recalled-benign.
+VINDR_BIRADS = {"1": "negative", "2": "negative", "3": "recalled_benign", "4": "malignant", "5": "malignant"}
+#: CMMD classification (of the breast's biopsied lesion) -> class. CMMD has no normal breasts.
+CMMD_CLASSIFICATION = {"benign": "recalled_benign", "malignant": "malignant"}
+#: RSNA views that are not the two screening views; their images are left out of the manifest.
+RSNA_OTHER_VIEWS = ("ML", "LM", "AT", "LMO")
 #: Class folder names accepted by folder_manifest (case-insensitive).
 FOLDER_LABELS = {"negative": "negative", "normal": "negative", "recalled_benign": "recalled_benign",
                  "recalled-benign": "recalled_benign", "benign": "recalled_benign", "malignant": "malignant",
@@ -45,10 +57,30 @@ IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".pgm")
 SEVERITY = {name: rank for rank, name in enumerate(LABELS)}
 
 
+def _check_inputs(files=(), folders=(), out_csv=None) -> None:
+    """Before any work: every label file and image folder must exist, and ``out_csv`` must not be a label file."""
+    for path in map(Path, files):
+        if not path.is_file():
+            raise DataPrepError(f"{path}: {'is a folder' if path.is_dir() else 'does not exist'} "
+                                "(expected the data set's label file)")
+    for path in map(Path, folders):
+        if not path.is_dir():
+            raise DataPrepError(f"{path}: {'is a file' if path.exists() else 'does not exist'} "
+                                "(expected the data set's image folder)")
+    if out_csv is not None and Path(out_csv).resolve() in {Path(f).resolve() for f in files}:
+        raise DataPrepError(f"{out_csv}: is the adapter's input label file; the manifest would overwrite it "
+                            "(expected another path)")
+
+
 def _finish(rows: list[dict], out_csv) -> list[dict]:
     """Sort rows by path; if ``out_csv`` is given, write them with paths relative to its folder."""
     rows.sort(key=lambda r: r["image_path"])
     if out_csv is not None:
+        target = Path(out_csv).resolve()
+        clash = next((r["image_path"] for r in rows if Path(r["image_path"]).resolve() == target), None)
+        if clash is not None:
+            raise DataPrepError(f"{out_csv}: is one of the data set's images; the manifest would overwrite it "
+                                "(expected another path)")
         folder = Path(out_csv).resolve().parent
         relative = [{**r, "image_path": Path(os.path.relpath(r["image_path"], folder)).as_posix()} for r in rows]
         write_manifest(relative, out_csv)
@@ -99,9 +131,11 @@ def cbis_ddsm_manifest(root, description_csvs, out_csv=None, skip_missing: bool 
     has one screening exam per patient). Unresolvable images raise, unless ``skip_missing``.
     """
     root = Path(root)
+    tables = [Path(description_csvs)] if isinstance(description_csvs, (str, os.PathLike)) else list(map(Path, description_csvs))
+    _check_inputs(tables, [root], out_csv)
     images: dict[tuple, dict] = {}
     problems = []
-    for table in map(Path, [description_csvs] if isinstance(description_csvs, (str, os.PathLike)) else description_csvs):
+    for table in tables:
         header, rows = _read_table(table)
         require_columns(table, header, ("patient_id", "left or right breast", "image view", "pathology", "image file path"))
         for line, row in rows:
@@ -146,6 +180,7 @@ def mini_mias_manifest(info_txt, image_dir=None, out_csv=None) -> list[dict]:
     """
     info_txt = Path(info_txt)
     image_dir = Path(image_dir) if image_dir else info_txt.parent
+    _check_inputs([info_txt], [image_dir], out_csv)
     labels: dict[str, str] = {}
     problems = []
     for line, text in enumerate(info_txt.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -186,6 +221,7 @@ def inbreast_manifest(csv_path, dicom_dir, out_csv=None, mapping: dict | None = 
     Labels from BI-RADS through ``mapping`` (default :data:`INBREAST_BIRADS`).
     """
     csv_path, dicom_dir = Path(csv_path), Path(dicom_dir)
+    _check_inputs([csv_path], [dicom_dir], out_csv)
     mapping = mapping or INBREAST_BIRADS
     header, table = _read_table(csv_path, delimiter=";")
     require_columns(csv_path, header, ("Laterality", "View", "File Name", "Bi-Rads"))
@@ -205,6 +241,189 @@ def inbreast_manifest(csv_path, dicom_dir, out_csv=None, mapping: dict | None = 
             rows.append(_row(matches[0], patient, patient, side, view, label, "inbreast"))
     if problems:
         raise ManifestError(csv_path, problems)
+    return _finish(rows, out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# VinDr-Mammo
+# ----------------------------------------------------------------------------------------------
+
+def vindr_manifest(annotations_csv, image_dir=None, out_csv=None, skip_missing: bool = False) -> list[dict]:
+    """Manifest rows from VinDr-Mammo's ``breast-level_annotations.csv`` and its ``images`` folder.
+
+    Columns used: ``study_id``, ``image_id``, ``laterality`` (L/R), ``view_position`` (CC/MLO),
+    ``breast_birads`` (``BI-RADS 1`` ... ``BI-RADS 5``, mapped by :data:`VINDR_BIRADS`). The image
+    is ``{image_dir}/{study_id}/{image_id}.dicom`` (``image_dir`` defaults to ``images`` next to
+    the CSV). VinDr-Mammo gives no patient id, so the study is the patient and the exam. The set's
+    own ``split`` column is not used (the study makes its own patient-level splits). Missing
+    images are errors, unless ``skip_missing``.
+    """
+    annotations_csv = Path(annotations_csv)
+    image_dir = Path(image_dir) if image_dir else annotations_csv.parent / "images"
+    _check_inputs([annotations_csv], [image_dir], out_csv)
+    header, table = _read_table(annotations_csv)
+    require_columns(annotations_csv, header, ("study_id", "image_id", "laterality", "view_position", "breast_birads"))
+    rows, problems = [], []
+    for line, row in table:
+        birads = re.sub(r"^BI-?RADS\s*", "", row["breast_birads"], flags=re.IGNORECASE)
+        label = VINDR_BIRADS.get(birads)
+        side, view = row["laterality"].upper(), row["view_position"].upper()
+        path = image_dir / row["study_id"] / f"{row['image_id']}.dicom"
+        found = path.is_file()
+        for column, ok, expected in (("breast_birads", label, "BI-RADS 1, 2, 3, 4 or 5"),
+                                     ("laterality", side in ("L", "R"), "L or R"),
+                                     ("view_position", view in ("CC", "MLO"), "CC or MLO"),
+                                     ("image_id", found or skip_missing, f"a file {path}")):
+            if not ok:
+                problems.append(ManifestProblem(line, column, row[column], expected))
+        if label and side in ("L", "R") and view in ("CC", "MLO") and found:
+            rows.append(_row(path, row["study_id"], row["study_id"], side, view, label, "vindr-mammo"))
+    if problems:
+        raise ManifestError(annotations_csv, problems)
+    return _finish(rows, out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# CMMD
+# ----------------------------------------------------------------------------------------------
+
+def _read_xlsx(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The first sheet of an .xlsx file as _read_table gives a CSV (the sheet's row numbers as lines)."""
+    try:
+        import openpyxl
+    except ImportError:
+        raise DataPrepError(f"{path}: reading .xlsx needs openpyxl (`pip install openpyxl`), or export the "
+                            "sheet as CSV and pass that") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises zipfile, KeyError and its own errors for a bad file
+        raise DataPrepError(f"{path}: not a readable .xlsx file ({exc})") from exc
+    try:
+        cells = [["" if value is None else str(value).strip() for value in row]
+                 for row in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
+    header = cells[0] if cells else []
+    records = [(line, dict(zip(header, values))) for line, values in enumerate(cells[1:], start=2)]
+    return header, [(line, row) for line, row in records if any(row.values())]
+
+
+def _cmmd_patient_files(dicom_dir: Path, patient: str) -> list[Path]:
+    """The DICOM files of one CMMD patient: below ``{dicom_dir}/{ID1}`` or ``{dicom_dir}/CMMD/{ID1}``."""
+    for folder in (dicom_dir / patient, dicom_dir / "CMMD" / patient):
+        if folder.is_dir():
+            return sorted(folder.rglob("*.dcm"))
+    return []
+
+
+def cmmd_manifest(clinical_table, dicom_dir, out_csv=None) -> list[dict]:
+    """Manifest rows from CMMD's clinical table and the TCIA download (``CMMD/D1-0001/.../1-1.dcm``).
+
+    ``clinical_table`` is ``CMMD_clinicaldata_revision.xlsx`` (needs openpyxl) or a CSV export of
+    it. Columns used: ``ID1`` (the patient), ``LeftRight`` (L/R), ``classification`` (Benign or
+    Malignant, mapped by :data:`CMMD_CLASSIFICATION`); one row per breast with a biopsied lesion.
+    The table does not say which file is which breast, so every DICOM below the patient's folder
+    is opened (header only) for its ImageLaterality/Laterality and view (ViewCodeSequence: CMMD
+    files have no ViewPosition). An image of a breast the table does not list is left out: CMMD
+    has no normal breasts. ``exam_id`` is the patient (one exam each).
+    """
+    clinical_table, dicom_dir = Path(clinical_table), Path(dicom_dir)
+    _check_inputs([clinical_table], [dicom_dir], out_csv)
+    if clinical_table.suffix.lower() in (".xlsx", ".xlsm"):
+        header, table = _read_xlsx(clinical_table)
+    else:
+        header, table = _read_table(clinical_table)
+    require_columns(clinical_table, header, ("ID1", "LeftRight", "classification"))
+    labels: dict[tuple[str, str], str] = {}
+    first_line: dict[str, int] = {}
+    problems = []
+    for line, row in table:
+        label = CMMD_CLASSIFICATION.get(row["classification"].lower())
+        side = row["LeftRight"].upper()
+        for column, ok, expected in (("classification", label, "Benign or Malignant"),
+                                     ("LeftRight", side in ("L", "R"), "L or R"),
+                                     ("ID1", row["ID1"], "a patient id such as D1-0001")):
+            if not ok:
+                problems.append(ManifestProblem(line, column, row[column], expected))
+        if label and side in ("L", "R") and row["ID1"]:
+            first_line.setdefault(row["ID1"], line)
+            if SEVERITY[label] > SEVERITY.get(labels.get((row["ID1"], side), ""), -1):
+                labels[row["ID1"], side] = label
+    rows = []
+    for patient, line in first_line.items():
+        files = _cmmd_patient_files(dicom_dir, patient)
+        if not files:
+            problems.append(ManifestProblem(line, "ID1", patient, f"DICOM files below {dicom_dir / patient}"))
+        for path in files:
+            try:
+                ds = open_dicom(path, header_only=True)
+            except ImageReadError as exc:
+                problems.append(ManifestProblem(line, "ID1", patient, f"readable DICOM files ({exc})"))
+                continue
+            side = dicom_laterality(ds)
+            if side not in ("L", "R"):
+                problems.append(ManifestProblem(line, "ID1", patient, f"ImageLaterality or Laterality L/R in {path}"))
+            elif (patient, side) in labels:
+                view = dicom_view(ds) or ""
+                rows.append(_row(path, patient, patient, side, view if view in ("CC", "MLO") else "",
+                                 labels[patient, side], "cmmd"))
+    if problems:
+        raise ManifestError(clinical_table, sorted(problems, key=lambda p: p.line))
+    return _finish(rows, out_csv)
+
+
+# ----------------------------------------------------------------------------------------------
+# RSNA Screening Mammography 2023
+# ----------------------------------------------------------------------------------------------
+
+def _number(text: str, allowed: tuple[int, ...]) -> int | None:
+    """An integer among ``allowed`` from ``1`` or ``1.0`` (pandas writes floats), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value in allowed else None
+
+
+def rsna_manifest(train_csv, image_dir=None, out_csv=None, skip_missing: bool = False) -> list[dict]:
+    """Manifest rows from the RSNA Screening Mammography 2023 ``train.csv`` and ``train_images``.
+
+    Columns used: ``patient_id``, ``image_id``, ``laterality``, ``view``, ``cancer``, ``biopsy``,
+    ``BIRADS``. The class: ``cancer`` 1 is malignant; otherwise ``biopsy`` 1 or ``BIRADS`` 0 (the
+    screen asked for a follow-up) is recalled-benign; otherwise negative. ``BIRADS`` may be empty
+    (most sites do not give it). The image is ``{image_dir}/{patient_id}/{image_id}.dcm``
+    (``image_dir`` defaults to ``train_images`` next to the CSV; the files are JPEG 2000: install
+    ``requirements-jpeg.txt``). Images with a view other than CC or MLO
+    (:data:`RSNA_OTHER_VIEWS`) are left out. The patient is the exam (one exam each). Missing
+    images are errors, unless ``skip_missing``.
+    """
+    train_csv = Path(train_csv)
+    image_dir = Path(image_dir) if image_dir else train_csv.parent / "train_images"
+    _check_inputs([train_csv], [image_dir], out_csv)
+    header, table = _read_table(train_csv)
+    require_columns(train_csv, header, ("patient_id", "image_id", "laterality", "view", "cancer", "biopsy", "BIRADS"))
+    rows, problems = [], []
+    for line, row in table:
+        cancer, biopsy = _number(row["cancer"], (0, 1)), _number(row["biopsy"], (0, 1))
+        birads = _number(row["BIRADS"], (0, 1, 2))
+        side, view = row["laterality"].upper(), row["view"].upper()
+        path = image_dir / row["patient_id"] / f"{row['image_id']}.dcm"
+        screening_view = view in ("CC", "MLO")
+        found = not screening_view or path.is_file()
+        bad = [ManifestProblem(line, column, row[column], expected) for column, ok, expected in (
+            ("cancer", cancer is not None, "0 or 1"), ("biopsy", biopsy is not None, "0 or 1"),
+            ("BIRADS", birads is not None or row["BIRADS"] == "", "0, 1, 2 or empty"),
+            ("laterality", side in ("L", "R"), "L or R"),
+            ("view", screening_view or view in RSNA_OTHER_VIEWS,
+             "CC, MLO, or one of " + ", ".join(RSNA_OTHER_VIEWS) + " (left out)"),
+            ("image_id", found or skip_missing, f"a file {path}")) if not ok]
+        problems += bad
+        if bad or not (screening_view and found):
+            continue
+        label = "malignant" if cancer else "recalled_benign" if biopsy or birads == 0 else "negative"
+        rows.append(_row(path, row["patient_id"], row["patient_id"], side, view, label, "rsna"))
+    if problems:
+        raise ManifestError(train_csv, problems)
     return _finish(rows, out_csv)
 
 
@@ -237,6 +456,7 @@ def folder_manifest(root, out_csv=None, source: str | None = None) -> list[dict]
     root folder's name. Other top-level folders raise.
     """
     root = Path(root)
+    _check_inputs(folders=[root])
     source = source or root.resolve().name
     rows, problems = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):

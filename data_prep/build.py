@@ -29,6 +29,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -47,13 +49,19 @@ from .preprocess import (
     THRESHOLD_FRACTION,
     preprocess_image,
 )
-from .readers import ROBUST_PERCENTILES, read_image
+from .readers import ROBUST_PERCENTILES, ImageReadError, read_image
 
 FORMAT_NAME = "aboutalib2018-mammo-dataset"
 FORMAT_VERSION = 1
 #: Images per part file of a running build: what an interruption can lose at most.
 PART_SIZE = 64
 STRING_FIELDS = ("patient_id", "exam_id", "view", "laterality", "source", "image_path")
+#: Why an image is skipped, as counted in the ``skipped_by_reason`` attribute: the file is missing;
+#: it is not a readable image; its compression has no installed decoder; its pixels cannot be used
+#: (missing, not one grayscale frame, bad window tags); neither the manifest nor the file gives its
+#: laterality; preprocessing finds no breast in it; anything else.
+SKIP_CATEGORIES = ("missing file", "unreadable file", "unsupported transfer syntax", "unusable pixel data",
+                   "laterality unknown", "no breast found", "other error")
 
 #: What each step does, stored with every dataset so a result can be traced to its pixels.
 STEP_DESCRIPTIONS = {
@@ -71,11 +79,32 @@ STEP_DESCRIPTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """Why one image was left out of a build: a category from :data:`SKIP_CATEGORIES` and the full message."""
+
+    category: str
+    reason: str
+
+
+def _skip_category(exc: Exception) -> str:
+    """The short, stable category of a failed image (the keys of the ``skipped_by_reason`` attribute)."""
+    if isinstance(exc, ImageReadError):
+        if exc.field == "file":
+            return "missing file" if exc.problem == "does not exist" else "unreadable file"
+        return "unsupported transfer syntax" if exc.field == "TransferSyntaxUID" else "unusable pixel data"
+    if isinstance(exc, DataPrepError) and "laterality unknown" in str(exc):
+        return "laterality unknown"
+    if isinstance(exc, DataPrepError) and "no breast found" in str(exc):
+        return "no breast found"
+    return "other error"
+
+
 def _prepare_one(task: tuple) -> tuple:
     """Read and preprocess one manifest row (runs in a worker process).
 
-    Returns (index, image or None, laterality, view, error or None). Every exception becomes an
-    error string: one unreadable file must not stop a build of thousands.
+    Returns (index, image or None, laterality, view, :class:`Skipped` or None). Every exception
+    becomes a :class:`Skipped`: one unreadable file must not stop a build of thousands.
     """
     index, path, laterality, view, size, aspect, equalize = task
     try:
@@ -87,7 +116,7 @@ def _prepare_one(task: tuple) -> tuple:
                                 "no ImageLaterality/Laterality tag (expected L or R)")
         return index, preprocess_image(image, laterality, size, aspect, equalize), laterality, view, None
     except Exception as exc:  # noqa: BLE001 - any failure of one image is reported, never fatal
-        return index, None, laterality, view, f"{type(exc).__name__}: {exc}"
+        return index, None, laterality, view, Skipped(_skip_category(exc), f"{type(exc).__name__}: {exc}")
 
 
 def errors_report_path(out_h5: str | os.PathLike) -> Path:
@@ -96,13 +125,26 @@ def errors_report_path(out_h5: str | os.PathLike) -> Path:
     return out_h5.with_name(out_h5.stem + ".errors.csv")
 
 
-def _fingerprint(rows: list[dict], settings: dict) -> str:
-    """SHA-256 of everything that decides the output: the manifest rows and the build settings.
+def _file_stat(path: str) -> list[int] | None:
+    """[size in bytes, modification time in ns] of an image file; None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
 
-    The settings include the step descriptions, so a changed algorithm never resumes old work.
+
+def _fingerprint(rows: list[dict], settings: dict) -> str:
+    """SHA-256 of everything that decides the output: the manifest rows, the image files and the settings.
+
+    The image files count by their size and modification time (ns), so an image corrected or
+    re-exported at the same path makes a new build instead of returning the old dataset (reading
+    every file's content would cost as much as the build). The settings include the step
+    descriptions, so a changed algorithm never resumes old work.
     """
     keys = ("path", "image_path", "patient_id", "exam_id", "laterality", "view", "label", "source", "interval_cancer")
-    payload = json.dumps({"rows": [[row[k] for k in keys] for row in rows], "settings": settings}, sort_keys=True)
+    payload = json.dumps({"rows": [[row[k] for k in keys] for row in rows],
+                          "files": [_file_stat(row["path"]) for row in rows], "settings": settings}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -170,17 +212,28 @@ def _assemble(out_h5: Path, partial: Path, rows: list[dict], done: dict, attrs: 
         f.attrs["n_images"] = kept.size
 
 
+def _count_json(labels) -> str:
+    """JSON {label: count} over the three classes, zeros included."""
+    counts = Counter(labels)
+    return json.dumps({label: counts[label] for label in LABELS})
+
+
 def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", equalize: str = "global",
-                  workers: int | None = None, resume: bool = True, progress: bool = True) -> Path:
+                  workers: int | None = None, resume: bool = True, progress: bool = True,
+                  rebuild: bool = False) -> Path:
     """Read, preprocess and store every image of a manifest in one HDF5 file; return its path.
 
     ``manifest`` is a manifest CSV path or rows from :func:`data_prep.manifest.read_manifest`.
     ``size``, ``aspect`` ("stretch" or "pad") and ``equalize`` ("global", "clahe", "none") are the
     preprocessing parameters (:mod:`data_prep.preprocess`); ``workers`` processes run in parallel
-    (default: all cores). With ``resume`` (default), an interrupted build with the same manifest and
-    parameters continues where it stopped, and an existing finished file built from them is returned
-    as it is. Skipped images are listed in :func:`errors_report_path`. Raises
-    :class:`DataPrepError` if no image at all could be prepared.
+    (default: all cores). An existing finished file built from the same manifest rows, image files
+    (size and modification time) and parameters is returned as it is, unless ``rebuild``. With
+    ``resume`` (default), an interrupted build with the same inputs continues where it stopped;
+    ``resume=False`` starts it over. ``rebuild=True`` builds every image again. Skipped images are
+    listed in :func:`errors_report_path` and counted in the attributes ``n_errors``,
+    ``skipped_by_reason`` (category of :data:`SKIP_CATEGORIES` -> count) and ``skipped_by_label``,
+    next to ``n_manifest_rows`` and ``manifest_by_label``. Raises :class:`DataPrepError` if no image
+    at all could be prepared.
     """
     if aspect not in ASPECTS:
         raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
@@ -195,11 +248,11 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
     settings = {"size": size, "aspect": aspect, "equalize": equalize, "threshold_fraction": THRESHOLD_FRACTION,
                 "format_version": FORMAT_VERSION}
     fingerprint = _fingerprint(rows, {**settings, **STEP_DESCRIPTIONS})
-    if resume and out_h5.exists() and _finished_fingerprint(out_h5) == fingerprint:
+    if not rebuild and out_h5.exists() and _finished_fingerprint(out_h5) == fingerprint:
         return out_h5
 
     partial = out_h5.with_name(out_h5.name + ".partial")
-    done = _open_partial(partial, fingerprint, resume)
+    done = _open_partial(partial, fingerprint, resume and not rebuild)
     tasks = [(i, row["path"], row["laterality"], row["view"], size, aspect, equalize)
              for i, row in enumerate(rows) if i not in done]
     errors, finished = [], []
@@ -218,13 +271,14 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
         _write_part(partial, finished)
 
     report = errors_report_path(out_h5)
-    errors.sort()
-    write_csv_atomic(report, ("manifest_line", "image_path", "patient_id", "label", "reason"),
-                     [(rows[i]["line"], rows[i]["image_path"], rows[i]["patient_id"], rows[i]["label"], reason)
-                      for i, reason in errors])
+    errors.sort(key=lambda error: error[0])
+    write_csv_atomic(report, ("manifest_line", "image_path", "patient_id", "label", "category", "reason"),
+                     [(rows[i]["line"], rows[i]["image_path"], rows[i]["patient_id"], rows[i]["label"],
+                       skipped.category, skipped.reason) for i, skipped in errors])
     if not done:
         raise DataPrepError(f"{manifest_path or 'manifest'}: none of the {len(rows)} images could be prepared; "
                             f"reasons in {report}")
+    by_reason = Counter(skipped.category for _, skipped in errors)
     attrs = {
         "format_name": FORMAT_NAME, "format_version": FORMAT_VERSION,
         "label_names": json.dumps({str(code): name for code, name in enumerate(LABELS)}),
@@ -233,6 +287,9 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
         "build_parameters": json.dumps(settings, sort_keys=True),
         "manifest_path": manifest_path, "fingerprint": fingerprint,
         "n_manifest_rows": len(rows), "n_errors": len(errors), "errors_report": report.name,
+        "manifest_by_label": _count_json(row["label"] for row in rows),
+        "skipped_by_label": _count_json(rows[i]["label"] for i, _ in errors),
+        "skipped_by_reason": json.dumps({c: by_reason[c] for c in SKIP_CATEGORIES if by_reason[c]}),
         "library_versions": json.dumps({"numpy": np.__version__, "scipy": scipy.__version__,
                                         "scikit-image": skimage.__version__, "pydicom": pydicom.__version__,
                                         "h5py": h5py.__version__}),

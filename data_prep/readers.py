@@ -41,7 +41,7 @@ class ImageReadError(DataPrepError):
     """An image file could not be read; the message names the file, the field and the expectation."""
 
     def __init__(self, path: str | os.PathLike, field: str, problem: str, expected: str | None = None):
-        self.path, self.field = Path(path), field
+        self.path, self.field, self.problem = Path(path), field, problem
         message = f"{path}: {field}: {problem}"
         super().__init__(message + (f" (expected {expected})" if expected else ""))
 
@@ -119,23 +119,32 @@ def _pip_commands(missing: list[str]) -> list[str]:
     return commands
 
 
+def _missing_decoder(ds: pydicom.Dataset, path) -> ImageReadError | None:
+    """The error for a compressed transfer syntax that no installed plugin decodes (naming the pip
+    command), or None when the pixel data is uncompressed or decodable here."""
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None or not syntax.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return ImageReadError(path, "TransferSyntaxUID", f"{syntax.name} ({syntax}) has no pydicom decoder",
+                              "an uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000 file")
+    if decoder.available_plugins:
+        return None
+    return ImageReadError(path, "TransferSyntaxUID",
+                          f"pixel data compressed as {syntax.name} ({syntax}) but no decoder plugin is installed",
+                          "a decoder: " + " or ".join(_pip_commands(decoder.missing_dependencies)))
+
+
 def _decode_stored_values(ds: pydicom.Dataset, path) -> np.ndarray:
     """Decode PixelData to the stored values; name the missing plugin for compressed syntaxes."""
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises several types; all mean "cannot decode"
-        syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
-        if syntax is not None and syntax.is_compressed:
-            try:
-                decoder = get_decoder(syntax)
-            except NotImplementedError:
-                raise ImageReadError(path, "TransferSyntaxUID", f"{syntax.name} ({syntax}) has no pydicom decoder",
-                                     "an uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000 file") from exc
-            if not decoder.available_plugins:
-                raise ImageReadError(
-                    path, "TransferSyntaxUID",
-                    f"pixel data compressed as {syntax.name} ({syntax}) but no decoder plugin is installed",
-                    "a decoder: " + " or ".join(_pip_commands(decoder.missing_dependencies))) from exc
+        missing = _missing_decoder(ds, path)
+        if missing is not None:
+            raise missing from exc
         raise ImageReadError(path, "PixelData", f"cannot be decoded: {exc}") from exc
     if stored.ndim != 2:
         raise ImageReadError(path, "PixelData", f"has shape {stored.shape}",
@@ -208,6 +217,23 @@ def dicom_view(ds: pydicom.Dataset) -> str | None:
     return None
 
 
+def open_dicom(path, header_only: bool = False) -> pydicom.Dataset:
+    """dcmread with this module's errors (:class:`ImageReadError`); ``header_only`` stops before the pixel data."""
+    try:
+        return pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file", "does not exist") from None
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise ImageReadError(path, "file", f"is not a readable DICOM file: {exc}") from exc
+
+
+def _check_photometric(ds: pydicom.Dataset, path) -> str:
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageReadError(path, "PhotometricInterpretation", f"is {photometric!r}", "MONOCHROME1 or MONOCHROME2")
+    return photometric
+
+
 def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read one mammogram DICOM file into a float32 image in [0, 1] (bright = dense) and its meta.
 
@@ -227,17 +253,10 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     ``pixel_spacing_mm`` (ImagerPixelSpacing, else PixelSpacing, else None) and
     ``transfer_syntax``.
     """
-    try:
-        ds = pydicom.dcmread(path, force=True)
-    except FileNotFoundError:
-        raise ImageReadError(path, "file", "does not exist") from None
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise ImageReadError(path, "file", f"is not a readable DICOM file: {exc}") from exc
+    ds = open_dicom(path)
     if "PixelData" not in ds:
         raise ImageReadError(path, "PixelData", "is missing", "a DICOM image with pixel data")
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ImageReadError(path, "PhotometricInterpretation", f"is {photometric!r}", "MONOCHROME1 or MONOCHROME2")
+    photometric = _check_photometric(ds, path)
 
     stored = _decode_stored_values(ds, path)
     padding = _padding_mask(ds, stored)
@@ -286,6 +305,16 @@ def read_dicom(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
 # PNG / TIFF / PGM
 # ----------------------------------------------------------------------------------------------
 
+def _open_raster(path):
+    """Image.open with the package's errors (Pillow reads the header here, the pixels later)."""
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file", "does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(path, "file", f"is not a readable image: {exc}", "PNG, TIFF, PGM or DICOM") from exc
+
+
 def read_raster(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """Read an 8- or 16-bit grayscale PNG, TIFF or PGM into float32 in [0, 1].
 
@@ -296,13 +325,11 @@ def read_raster(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     Colour files are converted to luminance (some converted data sets store grey as RGB).
     """
     try:
-        with Image.open(path) as im:
+        with _open_raster(path) as im:
             if im.mode in ("RGB", "RGBA", "P", "LA"):
                 im = im.convert("L")
             pixels = np.asarray(im)
-    except FileNotFoundError:
-        raise ImageReadError(path, "file", "does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixels
         raise ImageReadError(path, "file", f"is not a readable image: {exc}", "PNG, TIFF, PGM or DICOM") from exc
     if pixels.ndim != 2:
         raise ImageReadError(path, "pixels", f"have shape {pixels.shape}", "a 2-D grayscale image")
@@ -338,3 +365,24 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     """
     path = Path(path)
     return read_dicom(path) if _is_dicom(path) else read_raster(path)
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Check that an image file exists and opens, reading only its header (fast, for validation).
+
+    DICOM: readable, with Rows and Columns, a grayscale PhotometricInterpretation and, when
+    compressed, an installed decoder. PNG/TIFF/PGM: Pillow recognises the file. Raises the
+    :class:`ImageReadError` that :func:`read_image` would raise for the same fault; corrupt pixel
+    data further in the file is found only by reading it (the build's error report).
+    """
+    path = Path(path)
+    if not _is_dicom(path):
+        _open_raster(path).close()
+        return
+    ds = open_dicom(path, header_only=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageReadError(path, "Rows/Columns", "are missing", "a DICOM image")
+    _check_photometric(ds, path)
+    missing = _missing_decoder(ds, path)
+    if missing is not None:
+        raise missing

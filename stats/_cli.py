@@ -11,6 +11,7 @@ import csv
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -174,6 +175,24 @@ def write_roc_plot(predictions, path):
     figure.savefig(path, dpi=100)
 
 
+def check_roc_png(path, inputs):
+    """Refuse an ROC path that cannot be written, before any computing: its folder
+    must exist (a typo should not create folders) and it must not be a folder or an input file."""
+    target = Path(path)
+    if not target.resolve().parent.is_dir():
+        raise ValueError(
+            f"--roc-png {path}: the folder {target.parent} does not exist "
+            "(expected a PNG path in an existing folder)"
+        )
+    if target.is_dir():
+        raise ValueError(f"--roc-png {path}: is a folder (expected a PNG file path)")
+    if target.resolve() in {Path(p).resolve() for p in inputs}:
+        raise ValueError(
+            f"--roc-png {path}: is one of the prediction files; it would be overwritten "
+            "(expected another path)"
+        )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m stats",
@@ -189,7 +208,9 @@ def build_parser():
     parser.add_argument(
         "--group-col", help="patient id column; adds a bootstrap CI over whole groups"
     )
-    parser.add_argument("--roc-png", help="write the ROC curve(s) to this PNG file")
+    parser.add_argument(
+        "--roc-png", help="write the ROC curve(s) to this PNG file (its folder must exist)"
+    )
     parser.add_argument(
         "--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)"
     )
@@ -206,6 +227,8 @@ def main(argv=None):
     try:
         check_level(args.level)
         check_n_boot(args.n_boot)
+        if args.roc_png:
+            check_roc_png(args.roc_png, args.files)
         predictions = [
             read_predictions(path, args.label_col, args.score_col, args.id_col, args.group_col)
             for path in args.files

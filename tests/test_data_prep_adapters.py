@@ -1,14 +1,25 @@
 """Adapters on small fake files that mimic the public data sets' layouts."""
 
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 
+from data_prep.__main__ import main
 from data_prep.adapters import (
     cbis_ddsm_manifest,
+    cmmd_manifest,
     folder_manifest,
     inbreast_manifest,
     mini_mias_manifest,
+    rsna_manifest,
+    vindr_manifest,
 )
-from data_prep.manifest import ManifestError, read_manifest
+from data_prep.manifest import DataPrepError, ManifestError, read_manifest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ holds the data_prep_fixtures helpers
+from data_prep_fixtures import write_dicom
 
 MASS_HEADER = ("patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,"
                "mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,"
@@ -141,3 +152,136 @@ def test_folder_per_class(tmp_path):
     touch(tmp_path / "set" / "unsure" / "x.png")
     with pytest.raises(ManifestError, match="'unsure'"):
         folder_manifest(tmp_path / "set")
+
+
+VINDR_HEADER = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
+
+
+def test_vindr(tmp_path):
+    root = tmp_path / "vindr"
+    lines = [("s1", "a", "L", "CC", "BI-RADS 1"), ("s1", "b", "R", "MLO", "BI-RADS 2"), ("s2", "c", "L", "CC", "BI-RADS 3"),
+             ("s3", "d", "R", "MLO", "BI-RADS 4"), ("s3", "e", "R", "CC", "BI-RADS 5")]
+    for study, image, *_ in lines:
+        touch(root / "images" / study / f"{image}.dicom")
+    csv = root / "breast-level_annotations.csv"
+    csv.write_text(VINDR_HEADER + "\n" + "".join(f"{s},ser,{i},{side},{view},3518,2800,{b},DENSITY C,training\n"
+                                                 for s, i, side, view, b in lines))
+    rows = vindr_manifest(csv, out_csv=tmp_path / "vindr.csv")
+    got = {Path(r["image_path"]).stem: (r["patient_id"], r["exam_id"], r["laterality"], r["view"], r["label"])
+           for r in rows}
+    assert got == {"a": ("s1", "s1", "L", "CC", "negative"), "b": ("s1", "s1", "R", "MLO", "negative"),
+                   "c": ("s2", "s2", "L", "CC", "recalled_benign"), "d": ("s3", "s3", "R", "MLO", "malignant"),
+                   "e": ("s3", "s3", "R", "CC", "malignant")}
+    written = read_manifest(tmp_path / "vindr.csv")
+    assert [r["path"] for r in written] == [str((root / "images" / s / f"{i}.dicom").resolve()) for s, i, *_ in lines]
+    assert {r["source"] for r in written} == {"vindr-mammo"}
+
+    bad = root / "bad.csv"
+    bad.write_text(VINDR_HEADER + "\ns1,x,a,L,CC,3518,2800,BI-RADS 0,D,test\ns9,x,zz,B,XCC,1,1,BI-RADS 2,D,test\n")
+    with pytest.raises(ManifestError) as info:
+        vindr_manifest(bad)
+    assert [(p.line, p.column, p.value) for p in info.value.problems] == [
+        (2, "breast_birads", "BI-RADS 0"), (3, "laterality", "B"), (3, "view_position", "XCC"), (3, "image_id", "zz")]
+    (root / "missing.csv").write_text(VINDR_HEADER + "\ns1,x,a,L,CC,1,1,BI-RADS 1,D,t\ns9,x,zz,L,CC,1,1,BI-RADS 1,D,t\n")
+    assert [Path(r["image_path"]).stem for r in vindr_manifest(root / "missing.csv", skip_missing=True)] == ["a"]
+
+
+RSNA_HEADER = ("site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
+               "machine_id,difficult_negative_case")
+
+
+def test_rsna(tmp_path):
+    root = tmp_path / "rsna"
+    #           patient, image, side, view, cancer, biopsy, BIRADS -> expected class (None: left out)
+    cases = [("10006", "1", "L", "CC", "0", "0", "", "negative"),
+             ("10006", "2", "L", "MLO", "0", "0", "0.0", "recalled_benign"),     # BI-RADS 0: called back
+             ("10006", "3", "R", "CC", "1", "1", "0", "malignant"),
+             ("10007", "4", "R", "MLO", "0", "1", "", "recalled_benign"),         # biopsied, benign
+             ("10007", "5", "L", "AT", "1", "1", "", None),                       # not a screening view
+             ("10007", "6", "R", "CC", "0", "0", "1", "negative"),
+             ("10007", "7", "L", "CC", "0.0", "0.0", "2.0", "negative")]
+    text = RSNA_HEADER + "\n"
+    for patient, image, side, view, cancer, biopsy, birads, label in cases:
+        if label:
+            touch(root / "train_images" / patient / f"{image}.dcm")
+        text += f"2,{patient},{image},{side},{view},61.0,{cancer},{biopsy},0,{birads},0,,29,False\n"
+    (root / "train.csv").write_text(text)
+    rows = rsna_manifest(root / "train.csv", out_csv=tmp_path / "rsna.csv")
+    got = {Path(r["image_path"]).stem: (r["patient_id"], r["laterality"], r["view"], r["label"]) for r in rows}
+    assert got == {image: (patient, side, view, label)
+                   for patient, image, side, view, _, _, _, label in cases if label}
+    assert len(read_manifest(tmp_path / "rsna.csv")) == 6
+
+    bad = ["2,10008,8,L,CC,50,2,0,0,,0,,1,False", "2,10008,9,B,XX,50,0,0,0,5,0,,1,False",
+           "2,10008,10,R,CC,50,0,,0,,0,,1,False"]
+    (root / "bad.csv").write_text(RSNA_HEADER + "\n" + "\n".join(bad) + "\n")
+    with pytest.raises(ManifestError) as info:
+        rsna_manifest(root / "bad.csv", root / "train_images")
+    assert [(p.line, p.column) for p in info.value.problems] == [
+        (2, "cancer"), (2, "image_id"), (3, "BIRADS"), (3, "laterality"), (3, "view"), (4, "biopsy"), (4, "image_id")]
+    assert main(["adapt", "rsna", str(root / "train.csv"), "--out", str(tmp_path / "cli.csv")]) == 0
+    assert (tmp_path / "cli.csv").read_bytes() == (tmp_path / "rsna.csv").read_bytes()
+
+
+CC = [{"CodeValue": "399162004", "CodingSchemeDesignator": "SCT"}]
+MLO = [{"CodeValue": "399368009", "CodingSchemeDesignator": "SCT"}]
+
+
+def cmmd_tree(root):
+    """TCIA layout: CMMD/<ID1>/<date>-NA-NA-N/1.000000-NA-N/1-k.dcm; the breast is known only from the tags."""
+    pixels = np.zeros((8, 8), np.uint16)
+    for patient, images in (("D1-0001", [("L", CC), ("L", MLO)]), ("D1-0002", [("L", CC), ("L", MLO), ("R", CC), ("R", MLO)])):
+        folder = root / "CMMD" / patient / "07-18-2010-NA-NA-79377" / "1.000000-NA-70244"
+        folder.mkdir(parents=True)
+        for k, (side, view) in enumerate(images, start=1):
+            write_dicom(folder / f"1-{k}.dcm", pixels, ImageLaterality=side, ViewCodeSequence=view)
+
+
+CMMD_TABLE = [["ID1", "LeftRight", "Age", "number", "abnormality", "classification", "subtype"],
+              ["D1-0001", "L", "44", "2", "calcification", "Malignant", "Luminal A"],
+              ["D1-0002", "R", "51", "2", "mass", "Benign", ""]]
+
+
+def check_cmmd_rows(rows):
+    got = sorted((r["patient_id"], Path(r["image_path"]).name, r["laterality"], r["view"], r["label"]) for r in rows)
+    assert got == [("D1-0001", "1-1.dcm", "L", "CC", "malignant"), ("D1-0001", "1-2.dcm", "L", "MLO", "malignant"),
+                   ("D1-0002", "1-3.dcm", "R", "CC", "recalled_benign"),
+                   ("D1-0002", "1-4.dcm", "R", "MLO", "recalled_benign")]   # D1-0002's left breast is not listed
+
+
+def test_cmmd_from_csv_export(tmp_path):
+    cmmd_tree(tmp_path / "download")
+    (tmp_path / "clinical.csv").write_text("\n".join(",".join(row) for row in CMMD_TABLE) + "\n")
+    check_cmmd_rows(cmmd_manifest(tmp_path / "clinical.csv", tmp_path / "download", tmp_path / "cmmd.csv"))
+    assert len(read_manifest(tmp_path / "cmmd.csv")) == 4
+    write_dicom(tmp_path / "download" / "CMMD" / "D1-0001" / "extra.dcm", np.zeros((8, 8), np.uint16))  # no laterality
+    (tmp_path / "bad.csv").write_text("ID1,LeftRight,classification\nD1-0001,L,Malignant\nD1-0009,R,Benign\n"
+                                      "D1-0002,X,Unknown\n")
+    with pytest.raises(ManifestError) as info:
+        cmmd_manifest(tmp_path / "bad.csv", tmp_path / "download")
+    problems = [(p.line, p.column, p.value) for p in info.value.problems]
+    assert problems == [(2, "ID1", "D1-0001"), (3, "ID1", "D1-0009"), (4, "classification", "Unknown"),
+                        (4, "LeftRight", "X")]
+    assert "extra.dcm" in info.value.problems[0].expected
+
+
+def test_cmmd_from_xlsx(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl", reason="openpyxl is not installed (pip install openpyxl): "
+                                   "the .xlsx path of the CMMD adapter is not tested")
+    cmmd_tree(tmp_path / "download")
+    book = openpyxl.Workbook()
+    for row in CMMD_TABLE:
+        book.active.append([int(v) if v.isdigit() else v for v in row])    # numbers as Excel stores them
+    book.save(tmp_path / "CMMD_clinicaldata_revision.xlsx")
+    check_cmmd_rows(cmmd_manifest(tmp_path / "CMMD_clinicaldata_revision.xlsx", tmp_path / "download"))
+    (tmp_path / "broken.xlsx").write_bytes(b"not a zip")
+    with pytest.raises(DataPrepError, match="broken.xlsx: not a readable .xlsx file"):
+        cmmd_manifest(tmp_path / "broken.xlsx", tmp_path / "download")
+
+
+def test_cmmd_xlsx_without_openpyxl_names_the_pip_command(tmp_path, monkeypatch):
+    cmmd_tree(tmp_path / "download")
+    (tmp_path / "table.xlsx").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "openpyxl", None)       # import openpyxl now raises ImportError
+    with pytest.raises(DataPrepError, match=r"table.xlsx: reading .xlsx needs openpyxl \(`pip install openpyxl`\)"):
+        cmmd_manifest(tmp_path / "table.xlsx", tmp_path / "download")

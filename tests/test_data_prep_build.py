@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -169,3 +170,70 @@ def test_cli_build_and_validate(tmp_path, capsys):
     bad.write_text("image_path,patient_id,exam_id,laterality,view,label,source\na.png,P,E,Q,CC,negative,x\n")
     assert main(["validate", str(bad)]) == 2
     assert "line 2, column 'laterality'" in capsys.readouterr().err
+
+
+def test_image_replaced_at_same_path_is_rebuilt(tmp_path):
+    manifest = make_cohort(tmp_path, n=2)
+    out = tmp_path / "out.h5"
+    before = load_dataset(build_dataset(manifest, out, size=16, workers=1, progress=False))
+    # A corrected export of the same image: other pixels, same path, same manifest.
+    image = breast_image(70, 90, "left", level=0.8, lesion=True)
+    Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(tmp_path / "img0.png")
+    after = load_dataset(build_dataset(manifest, out, size=16, workers=1, progress=False))
+    np.testing.assert_array_equal(after["images"][0], preprocess_image(image, "L", 16))
+    assert not np.array_equal(after["images"][0], before["images"][0])
+    assert after["attrs"]["fingerprint"] != before["attrs"]["fingerprint"]
+
+
+def test_touched_file_changes_the_fingerprint_but_untouched_does_not(tmp_path):
+    manifest = make_cohort(tmp_path, n=2)
+    rows = build_module.read_manifest(manifest)
+    settings = {"size": 16}
+    first = build_module._fingerprint(rows, settings)
+    assert build_module._fingerprint(rows, settings) == first
+    stat = (tmp_path / "img1.png").stat()
+    os.utime(tmp_path / "img1.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))   # same bytes, newer file
+    assert build_module._fingerprint(rows, settings) != first
+
+
+def test_rebuild_prepares_every_image_again(tmp_path, monkeypatch):
+    manifest = make_cohort(tmp_path, n=2)
+    out = tmp_path / "out.h5"
+    build_dataset(manifest, out, size=16, workers=1, progress=False)
+    prepared = []
+    real_prepare = build_module._prepare_one
+    monkeypatch.setattr(build_module, "_prepare_one", lambda task: prepared.append(task[0]) or real_prepare(task))
+    build_dataset(manifest, out, size=16, workers=1, progress=False)
+    assert prepared == []                                          # up to date: returned as it is
+    build_dataset(manifest, out, size=16, workers=1, progress=False, rebuild=True)
+    assert sorted(prepared) == [0, 1, 2]
+    assert main(["build", str(manifest), str(out), "--size", "16", "--workers", "1", "--quiet", "--rebuild"]) == 0
+    assert sorted(prepared) == [0, 0, 1, 1, 2, 2]
+
+
+def test_attrition_attributes_count_skips_by_reason_and_label(tmp_path):
+    manifest = make_cohort(tmp_path, n=6)          # labels: neg, benign, malignant, neg, benign, malignant, malignant
+    (tmp_path / "img0.png").unlink()                                                  # negative: missing file
+    (tmp_path / "img1.png").write_bytes(b"corrupt")                                   # benign: unreadable file
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(tmp_path / "img4.png")         # benign: no breast found
+    write_dicom(tmp_path / "tags.dcm", np.rint(breast_image(90, 70, "right") * 3000).astype(np.uint16),
+                ViewPosition="MLO", WindowCenter=1500, WindowWidth=3000)              # malignant: no laterality
+    out = build_dataset(manifest, tmp_path / "out.h5", size=16, workers=1, progress=False)
+    attrs = load_dataset(out)["attrs"]
+    assert (attrs["n_manifest_rows"], attrs["n_errors"], attrs["n_images"]) == (7, 4, 3)
+    assert json.loads(attrs["manifest_by_label"]) == {"negative": 2, "recalled_benign": 2, "malignant": 3}
+    assert json.loads(attrs["skipped_by_label"]) == {"negative": 1, "recalled_benign": 2, "malignant": 1}
+    assert json.loads(attrs["skipped_by_reason"]) == {"missing file": 1, "unreadable file": 1,
+                                                      "laterality unknown": 1, "no breast found": 1}
+    assert set(json.loads(attrs["skipped_by_reason"])) <= set(build_module.SKIP_CATEGORIES)
+    with open(errors_report_path(out), newline="") as f:
+        categories = [row["category"] for row in csv.DictReader(f)]
+    assert categories == ["missing file", "unreadable file", "no breast found", "laterality unknown"]
+
+
+def test_skip_category_of_a_missing_decoder_and_of_anything_else(tmp_path):
+    from data_prep.readers import ImageReadError
+    missing_decoder = ImageReadError(tmp_path / "a.dcm", "TransferSyntaxUID", "no decoder plugin is installed")
+    assert build_module._skip_category(missing_decoder) == "unsupported transfer syntax"
+    assert build_module._skip_category(ImageReadError("a.dcm", "PixelData", "is missing")) == "unusable pixel data"
+    assert build_module._skip_category(MemoryError()) == "other error"

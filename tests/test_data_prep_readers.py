@@ -139,15 +139,34 @@ def test_rle_file_reads_like_uncompressed(tmp_path):
     np.testing.assert_array_equal(read_image(rle)[0], read_image(plain)[0])
 
 
-def test_missing_decoder_names_the_plugin(tmp_path):
-    if get_decoder(JPEGLosslessSV1).available_plugins:
-        pytest.skip("a JPEG Lossless decoder is installed here, so the missing-plugin message cannot show")
-    path = write_dicom(tmp_path / "jl.dcm", RAMP)
+def hide_decoders(monkeypatch, uid):
+    """Make every decoding plugin of ``uid`` unavailable, with the dependencies pydicom itself lists for it."""
+    import importlib
+
+    decoder = get_decoder(uid)
+    unavailable = {}
+    for name in ("gdcm", "pylibjpeg", "pillow"):
+        needs = importlib.import_module(f"pydicom.pixels.decoders.{name}").DECODER_DEPENDENCIES
+        if uid in needs:
+            unavailable[name] = needs[uid]
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setattr(decoder, "_unavailable", unavailable)
+
+
+def write_compressed_stub(path, uid, codestream_start: bytes):
+    """A DICOM whose pixel data claims transfer syntax ``uid``: only its first bytes are a codestream."""
+    write_dicom(path, RAMP)
     ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + bytes(20)])
+    ds.file_meta.TransferSyntaxUID = uid
+    ds.PixelData = encapsulate([codestream_start + bytes(40)])
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_missing_decoder_names_the_plugin(tmp_path, monkeypatch):
+    hide_decoders(monkeypatch, JPEGLosslessSV1)
+    path = write_compressed_stub(tmp_path / "jl.dcm", JPEGLosslessSV1, b"\xff\xd8\xff\xc3")
     with pytest.raises(ImageReadError, match=r"JPEG Lossless.*pip install .*pylibjpeg-libjpeg") as info:
         read_image(path)
     assert str(path) in str(info.value) and "TransferSyntaxUID" in str(info.value)
@@ -176,3 +195,37 @@ def test_unreadable_files_name_the_file(tmp_path):
     junk.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ImageReadError, match="junk.png: file"):
         read_image(junk)
+
+
+def test_jpeg2000_lossless_dicom_reads_like_uncompressed(tmp_path):
+    from pydicom.pixels import get_encoder
+    from pydicom.uid import JPEG2000Lossless
+
+    encoder = get_encoder(JPEG2000Lossless)
+    if not (encoder.is_available and get_decoder(JPEG2000Lossless).available_plugins):
+        pytest.skip("no JPEG 2000 encoder/decoder plugin here: pip install -r requirements-jpeg.txt "
+                    f"({'; '.join(encoder.missing_dependencies)})")
+    stored = (np.random.default_rng(3).integers(0, 4096, (40, 32)) | 1).astype(np.uint16)   # 12 bits, noisy
+    plain = write_dicom(tmp_path / "plain.dcm", stored, WindowCenter=2048, WindowWidth=4096, ImageLaterality="R")
+    ds = pydicom.dcmread(plain)
+    ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    ds.save_as(tmp_path / "j2k.dcm")
+    image, meta = read_image(tmp_path / "j2k.dcm")
+    assert meta["transfer_syntax"] == JPEG2000Lossless and meta["laterality"] == "R"
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "j2k.dcm").pixel_array, stored)   # lossless
+    np.testing.assert_array_equal(image, read_image(plain)[0])
+
+
+def test_missing_jpeg2000_decoder_names_the_pip_commands(tmp_path, monkeypatch):
+    from pydicom.uid import JPEG2000Lossless
+
+    from data_prep.readers import check_image_file
+
+    hide_decoders(monkeypatch, JPEG2000Lossless)
+    path = write_compressed_stub(tmp_path / "j2k.dcm", JPEG2000Lossless, b"\xff\x4f\xff\x51")
+    for read in (read_image, check_image_file):
+        with pytest.raises(ImageReadError, match=r"JPEG 2000.*no decoder plugin") as info:
+            read(path)
+        message = str(info.value)
+        assert "`pip install pylibjpeg pylibjpeg-openjpeg`" in message and "`pip install python-gdcm`" in message
+        assert str(path) in message

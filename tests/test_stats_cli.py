@@ -232,3 +232,21 @@ def test_python_dash_m_entry_point(files):
         ).returncode
         == 0
     )
+
+
+def test_roc_png_that_cannot_be_written_is_refused_before_computing(files, tmp_path, capsys, monkeypatch):
+    import stats._cli as cli
+
+    monkeypatch.setattr(cli, "_report_one", lambda *a: pytest.fail("computed before checking --roc-png"))
+    base = [files[0], "--label-col", "y", "--score-col", "score", "--roc-png"]
+    cases = [
+        (str(tmp_path / "missing" / "roc.png"), "the folder"),
+        (str(tmp_path), "is a folder"),
+        (files[0], "is one of the prediction files"),
+    ]
+    for png, message in cases:
+        code, out, err = run([*base, png], capsys)
+        assert code == 2 and out == "" and err.startswith("error: --roc-png ") and message in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "missing").exists()
+    assert Path(files[0]).read_text().startswith("id,patient,y,score")
