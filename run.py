@@ -106,6 +106,9 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     ap.add_argument("--cache-dir", default="data_cache",
                     help="where synthetic cohorts and built datasets are kept (default ./data_cache)")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="build the datasets again (from the cached synthetic images or your manifest) even "
+                         "when a finished build with the same inputs is cached")
     ap.add_argument("--workers", type=int, default=None, help="processes for data generation/building")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
     return ap.parse_args(argv)
@@ -117,7 +120,8 @@ def main(argv=None):
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS}
     overrides["progress"] = not args.no_progress
     return run_command(RunRequest(preset=args.preset, overrides=overrides, device=args.device, out=args.out,
-                                  resume=args.resume, cache_dir=args.cache_dir, workers=args.workers, argv=argv))
+                                  resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
+                                  rebuild=args.rebuild, argv=argv))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, c
                              image_size=tuple(image_size) if image_size else None,
                              workers=workers, progress=progress)
     out = cohort_dir / f"dataset_{size}.h5"
-    return data_prep.build_dataset(manifest, out, size=size, workers=workers, resume=not rebuild, progress=progress)
+    return data_prep.build_dataset(manifest, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
 
 
 def _built_attrs(path) -> dict:
@@ -134,7 +134,58 @@ def user_dataset(name, path, *, size, cache_dir, workers=None, progress=True, re
     if path.suffix.lower() in (".h5", ".hdf5"):
         return path
     out = Path(cache_dir) / "built" / f"{name}-{_key({'manifest': str(path.resolve())})}_{size}.h5"
-    return data_prep.build_dataset(path, out, size=size, workers=workers, resume=not rebuild, progress=progress)
+    return data_prep.build_dataset(path, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
+
+
+#: A run whose datasets lost more than this share of their manifest's images warns loudly: the
+#: cohort that trained is then noticeably not the cohort that was described.
+SKIPPED_WARN_SHARE = 0.05
+
+
+@dataclass
+class CohortAttrition:
+    """Where a dataset came from and how many of its images reached the study, by class.
+
+    ``manifest_by_label``, ``skipped_by_label`` and ``read_by_label`` map the dataset labels
+    (negative, recalled_benign, malignant) to image counts; ``skipped_by_reason`` maps data_prep's
+    skip categories to counts. Counts the build did not record (a dataset built by an older
+    version) are None.
+    """
+
+    dataset: str
+    origin: str                      # "synthetic ..." or the user's file
+    built_file: str
+    n_manifest: int | None
+    n_read: int
+    n_skipped: int | None
+    skipped_by_reason: dict
+    manifest_by_label: dict
+    skipped_by_label: dict
+    read_by_label: dict
+    errors_report: str | None        # the list of skipped images, with the reasons
+
+    @property
+    def skipped_share(self) -> float:
+        return self.n_skipped / self.n_manifest if self.n_manifest else 0.0
+
+    @property
+    def too_many_skipped(self) -> bool:
+        return self.skipped_share > SKIPPED_WARN_SHARE
+
+
+def attrition(ds: ImageSet, origin: str, built_file) -> CohortAttrition:
+    """Read a loaded dataset's build attributes (data_prep.build_dataset's counts) into a record."""
+    a = ds.attrs
+    by_json = lambda key: json.loads(a[key]) if key in a else {}  # noqa: E731
+    read = np.bincount(ds.labels, minlength=len(data_prep.LABELS))
+    report = Path(built_file).with_name(str(a["errors_report"])) if a.get("errors_report") else None
+    return CohortAttrition(
+        dataset=ds.name, origin=origin, built_file=str(built_file),
+        n_manifest=int(a["n_manifest_rows"]) if "n_manifest_rows" in a else None, n_read=len(ds),
+        n_skipped=int(a["n_errors"]) if "n_errors" in a else None, skipped_by_reason=by_json("skipped_by_reason"),
+        manifest_by_label=by_json("manifest_by_label"), skipped_by_label=by_json("skipped_by_label"),
+        read_by_label={name: int(n) for name, n in zip(data_prep.LABELS, read)},
+        errors_report=str(report) if report else None)
 
 
 def split_holdout(ds: ImageSet, test_fraction: float, seed: int):

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from data_prep.fileio import atomic_output  # noqa: E402
 
 from .config import deviations  # noqa: E402
+from .data import SKIPPED_WARN_SHARE  # noqa: E402
 from .scenarios import SCENARIOS  # noqa: E402
 
 PAPER = json.loads((Path(__file__).with_name("paper_results.json")).read_text())
@@ -140,6 +141,16 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def _auc_marks(flags):
+    return "".join(f" **({m})**" for m, on in (("untrained", flags.untrained),
+                                               ("constant scores", flags.constant_scores)) if on)
+
+
+def _ci_marks(flags, name):
+    return "".join(f" **({m})**" for m, on in (("zero width", name in flags.zero_width_cis),
+                                               ("too few patients", flags.small_test_set)) if on)
+
+
 def section_header(cfg, env, command):
     return ["# Reproduction report: Aboutalib et al., Clin Cancer Res 2018",
             "", f"Generated {env['date']} by alexnet_np (preset `{cfg.preset}`, backend `{env['backend']}`"
@@ -147,12 +158,34 @@ def section_header(cfg, env, command):
             "## How to reproduce", "", "```", command, "```", ""]
 
 
-def section_deviations(cfg):
+def section_deviations(cfg, cohorts):
     lines = ["## What differs from the paper's setting", ""]
     lines += [f"- {d}" for d in deviations(cfg)]
-    lines += ["", "Paper values are from the paper's text (Figs. 1-4, 5% test split); synthetic data are not "
-              "the paper's data, so agreement in *numbers* is not expected -- the comparison shows the "
-              "pipeline computes the same quantities.", ""]
+    synthetic = [a.dataset.upper() for a in cohorts if a.dataset not in cfg.data]
+    lines += ["", "Paper values are from the paper's text (Figs. 1-4, 5% test split). "
+              + (f"The {' and '.join(synthetic)} data here are synthetic, not the paper's, so agreement in *numbers* "
+                 "is not expected -- the comparison shows the pipeline computes the same quantities."
+                 if synthetic else "The data here are yours (below), not the paper's private cohort."), ""]
+    return lines
+
+
+def section_cohorts(cohorts):
+    """Where each dataset came from and how many images reached the study (cohort attrition)."""
+    rows = []
+    for a in cohorts:
+        skipped = "--" if a.n_skipped is None else str(a.n_skipped) + (
+            f" ({', '.join(f'{k} {v}' for k, v in a.skipped_by_reason.items())})" if a.n_skipped else "")
+        rows.append([a.dataset, a.origin, "--" if a.n_manifest is None else a.n_manifest, a.n_read,
+                     skipped + (f" **{100 * a.skipped_share:.1f}%: more than {100 * SKIPPED_WARN_SHARE:g}%**"
+                                if a.too_many_skipped else ""),
+                     ", ".join(f"{k} {v}" for k, v in a.read_by_label.items())])
+    lines = ["## Data", "", _table(["dataset", "origin", "images in manifest", "read", "skipped (by reason)",
+                                    "read, by class"], rows), ""]
+    listed = [a for a in cohorts if a.n_skipped]
+    if listed:
+        lines += ["Skipped images, with the reasons: " + ", ".join(f"`{a.errors_report}`" for a in listed) + ". "
+                  "Each scenario then draws equal numbers per class from the images read (the train and test "
+                  "columns below).", ""]
     return lines
 
 
@@ -183,14 +216,20 @@ def section_experiment(out, cfg, records, experiment, test_fraction):
     rows = []
     for r in recs:
         b = r.binary
+        ci = lambda name, value: _fmt_ci(value) + _ci_marks(r.flags, name) if value else "--"  # noqa: E731
         row = [r.scenario, f"{r.n_train} ({'/'.join(map(str, r.n_train_per_class))})",
-               f"{r.n_test} ({'/'.join(map(str, r.n_test_per_class))})", f"{r.auc:.3f}",
-               _fmt_ci(b and b.ci95_delong), _fmt_ci(b and b.ci95_bootstrap), _fmt_ci(b and b.ci95_bootstrap_patient),
+               f"{r.n_test} ({'/'.join(map(str, r.n_test_per_class))})", f"{r.auc:.3f}" + _auc_marks(r.flags),
+               ci("DeLong", b and b.ci95_delong), ci("bootstrap (images)", b and b.ci95_bootstrap),
+               ci("bootstrap (patients)", b and b.ci95_bootstrap_patient),
                f"{b.operating_point.specificity:.2f}" if b else "--", _paper_auc(experiment, r.scenario)]
         if cfg.cv >= 2:
             row.insert(-1, f"{r.cv.mean:.3f} ± {r.cv.sd:.3f}" if r.cv else "--")
         rows.append(row)
     lines = [f"### {EXPERIMENT_TITLES[experiment]}, test fraction {test_fraction:g}", "", _table(header, rows), ""]
+    for r in recs:
+        lines += [f"- **{r.scenario}**: {m}" for m in r.flags.messages()]
+    if any(r.flags.messages() for r in recs):
+        lines.append("")
     for r in recs:
         if r.triple is not None:
             lines += ["Triple scenario, pairwise AUCs: " + ", ".join(f"{p.name} {p.auc:.3f}" for p in r.triple.pairs), ""]
@@ -267,7 +306,12 @@ def section_training(out, records):
 def section_files():
     return ["## Files", "",
             "- `results.json`: every number above, one record per scenario x experiment x test fraction",
-            "- `predictions.csv`: per-image class probabilities of every reported model (split test / interval / val)",
+            "- `predictions.csv`: one row per test image of every reported model: `y_true` (the scenario's class, "
+            "1 = positive), `score` (the positive class's probability), `p0..pK`; `python -m stats predictions.csv "
+            "--label-col y_true --score-col score --group-col patient_id` recomputes a single binary model's AUC "
+            "and CIs (with several models, take one model's rows)",
+            "- `predictions_interval.csv` (when interval cancers are held out): the same columns for the "
+            "interval-cancer images the main models scored",
             "- `jobs/<experiment>/<scenario>/<test fraction>/<main|cvK|fn>/`: `weights.h5`, `train_log.csv`, "
             "`predictions.h5` of each trained model",
             "- `config.json`, `environment.json`: the settings and the software/hardware of this run", ""]
@@ -281,12 +325,13 @@ def section_environment(env, timings, records):
     return lines + [f"- {r.experiment} / {r.scenario} / test {r.test_fraction:g}: {r.seconds:.0f} s" for r in records]
 
 
-def write_report(out, cfg, records, env, timings, command):
+def write_report(out, cfg, records, cohorts, env, timings, command):
     """Write figures and report.md under ``out``, one section after the other; returns report.md's path."""
     out = Path(out)
     (out / "figures").mkdir(exist_ok=True)
     first_tf = cfg.test_fractions[0]
-    lines = section_header(cfg, env, command) + section_deviations(cfg) + section_results_intro(cfg)
+    lines = section_header(cfg, env, command) + section_deviations(cfg, cohorts) + section_cohorts(cohorts)
+    lines += section_results_intro(cfg)
     for exp in cfg.experiments:
         lines += section_experiment(out, cfg, records, exp, first_tf)
     lines += section_incremental(out, records, first_tf)

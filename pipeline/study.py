@@ -109,6 +109,33 @@ class IncrementalComparison:
     z_delong: float | None
 
 
+#: A CI from fewer test patients than this in some class is marked as unreliable in the report.
+MIN_TEST_PATIENTS_PER_CLASS = 10
+
+
+@dataclass
+class ResultFlags:
+    """What makes a result look more solid than it is; the report marks it next to the number."""
+
+    untrained: bool = False               # the model never took an SGD step on the task
+    constant_scores: bool = False         # every test image got the same probabilities
+    small_test_set: str | None = None     # e.g. "2 malignant test patients" (< MIN_TEST_PATIENTS_PER_CLASS)
+    zero_width_cis: list = field(default_factory=list)   # "DeLong", "bootstrap (images)", ...
+
+    def messages(self) -> list[str]:
+        out = []
+        if self.untrained:
+            out.append("untrained model (0 iterations): its AUC says nothing about learning")
+        if self.constant_scores:
+            out.append("the model gives every test image the same score (a collapsed or untrained network)")
+        if self.small_test_set:
+            out.append(f"test set too small for its CIs: {self.small_test_set} (fewer than "
+                       f"{MIN_TEST_PATIENTS_PER_CLASS} in a class)")
+        if self.zero_width_cis:
+            out.append(f"zero-width CI ({', '.join(self.zero_width_cis)}): a degenerate interval, not certainty")
+        return out
+
+
 @dataclass
 class ModelResult:
     """One (scenario, experiment, test fraction): the reported model's test-set results.
@@ -131,12 +158,27 @@ class ModelResult:
     cv: CrossValidation | None = None
     incremental: IncrementalComparison | None = None
     false_negative_analysis: FalseNegativeAnalysis | None = None
+    flags: ResultFlags = field(default_factory=ResultFlags)
     seconds: float = 0.0
 
     @property
     def auc(self) -> float:
         """The headline AUC: the binary AUC, or the triple's mean pairwise AUC."""
         return self.binary.auc if self.binary is not None else self.triple.auc
+
+
+def result_flags(scenario, job: Job, test: Predictions, binary: BinaryMetrics | None, pretrain_iters: int) -> ResultFlags:
+    """What the report must mark about a test result (see :class:`ResultFlags`)."""
+    patients = [len(np.unique(job.data.patient_id[test.index[test.label == c]])) for c in range(scenario.num_classes)]
+    fewest = int(np.argmin(patients))
+    cis = {} if binary is None else {"DeLong": binary.ci95_delong, "bootstrap (images)": binary.ci95_bootstrap,
+                                     "bootstrap (patients)": binary.ci95_bootstrap_patient}
+    return ResultFlags(
+        untrained=job.iters == 0 and (job.init_weights is None or pretrain_iters == 0),
+        constant_scores=bool(np.all(test.proba == test.proba[:1])),
+        small_test_set=(f"{patients[fewest]} {scenario.class_names[fewest]} test patients"
+                        if patients[fewest] < MIN_TEST_PATIENTS_PER_CLASS else None),
+        zero_width_cis=[name for name, (lo, hi) in cis.items() if hi - lo == 0])
 
 
 class Study:
@@ -266,6 +308,7 @@ class Study:
                                                  self.cfg.n_boot, self.cfg.seed)
         else:
             rec.triple = evaluate.triple_metrics(test.label, test.proba, scenario.class_names)
+        rec.flags = result_flags(scenario, job, test, rec.binary, self.cfg.pretrain_iters)
         return rec
 
     def _cross_validate(self, scenario, main: Job) -> CrossValidation:

@@ -30,8 +30,16 @@ from data_prep.fileio import write_csv_atomic
 LOG_FIELDS = ("iteration", "loss", "accuracy", "lr", "images_per_s", "data_wait_s", "elapsed_s")
 
 
+#: The divergence rule: a minibatch's mean cross-entropy above this many times ln(classes) (about 69
+#: for two classes), or NaN/inf. A loss of 100 ln(C) means the average image's true class got a
+#: probability of C^-100: the logits have blown up. Such a run can come back to small losses (a
+#: loss of 1e27 that fell back to 0.7 was seen) while its network has collapsed to one answer, so
+#: the first exploded minibatch stops it.
+EXPLODED_LOSS = 100.0
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss exploded (see :data:`EXPLODED_LOSS`) or became NaN/inf; the last good checkpoint is kept."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
@@ -149,8 +157,8 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
       the dropout stream are restored and training continues from there; the log
       is cut back to the checkpoint's iteration so it has no duplicated rows.
     * A checkpoint is written atomically every ``checkpoint_every`` iterations and
-      at the end. A NaN/inf loss raises :class:`TrainingDiverged` and keeps the last
-      good checkpoint on disk.
+      at the end. An exploded loss (:data:`EXPLODED_LOSS`) or a NaN/inf one raises
+      :class:`TrainingDiverged` and keeps the last good checkpoint on disk.
     """
     checkpoint_path, log_path = Path(checkpoint_path), Path(log_path)
     if resume and checkpoint_path.exists():
@@ -163,6 +171,7 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
     if start >= iters:
         return rows
     lossf = SoftmaxCrossEntropy(class_weights)
+    limit = EXPLODED_LOSS * math.log(net.num_classes)
     stream = BatchStream(images, indices, labels, batch_size, seed, mean, scale, net.xp, start, iters,
                          flip=flip, shift=shift)
     bar = _progress(progress, iters, start, desc)
@@ -178,12 +187,14 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
             logits = net.forward(x, train=True)
             loss, dlogits = lossf(logits, y)
             loss = float(loss)
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or loss > limit:
                 where = (f"the last good checkpoint is {checkpoint_path} (iteration {last_good})"
                          if last_good is not None else "no checkpoint had been written yet")
                 raise TrainingDiverged(
-                    f"{desc}: the training loss became {loss} at iteration {it} (lr {opt.lr:g}); {where}. "
-                    f"Try a smaller --lr.")
+                    f"{desc}: the training loss became {loss:.4g} at iteration {it} (lr {opt.lr:g}; the run stops "
+                    f"above {limit:.3g} = {EXPLODED_LOSS:g} ln {net.num_classes}); {where}. "
+                    + ("Try a smaller --lr." if it > start else "The untrained network's logits are already huge: "
+                       "check --input-scale and --init."))
             acc = float(to_numpy((logits.argmax(axis=1) == y).mean()))
             lr = opt.lr
             net.backward(dlogits)

@@ -127,12 +127,36 @@ def test_diverging_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_
     net = AlexNet(3, input_size=67, widths=MINI, init="he")
     opt = SGD(net, base_lr=1e4, momentum=0.9)
     with pytest.raises(TrainingDiverged, match="smaller --lr"):
-        train(net, opt, ds.images, idx, ds.labels[idx], iters=50, batch_size=8, seed=0, mean=0.0, scale=1.0,
+        train(net, opt, ds.images, idx, ds.labels[idx], iters=50, batch_size=8, seed=0, mean=128.0, scale=1 / 64,
               checkpoint_path=tmp_path / "c.h5", log_path=tmp_path / "l.csv", checkpoint_every=1,
               progress=False)
     assert (tmp_path / "c.h5").exists()
     with h5py.File(tmp_path / "c.h5") as f:
         assert all(np.isfinite(f[k][()]).all() for k in ("conv1/weight", "fc8/weight"))
+
+
+def test_a_loss_that_explodes_and_comes_back_stops_the_run(tmp_path, monkeypatch):
+    """One minibatch at 1e27 then ordinary losses again (seen in a real run that ended at AUC 0.500):
+    the rule (loss > 100 ln C) stops training at that minibatch, naming it."""
+    import pipeline.train as train_module
+    from alexnet_np import SoftmaxCrossEntropy
+
+    class SpikeOnce(SoftmaxCrossEntropy):
+        calls = 0
+
+        def __call__(self, logits, labels):
+            loss, grad = super().__call__(logits, labels)
+            SpikeOnce.calls += 1
+            return (1e27 if SpikeOnce.calls == 4 else loss), grad
+    monkeypatch.setattr(train_module, "SoftmaxCrossEntropy", SpikeOnce)
+    ds = _toy_set(20, size=67)
+    idx = np.flatnonzero(ds.labels != 1)
+    net = AlexNet(2, input_size=67, widths=MINI, init="he")
+    with pytest.raises(TrainingDiverged, match=r"1e\+27 at iteration 3 .*above 69.3 = 100 ln 2"):
+        train(net, SGD(net, base_lr=0.001), ds.images, idx, (ds.labels[idx] == 2).astype(np.int64), iters=8,
+              batch_size=8, seed=0, mean=128.0, scale=1 / 64, checkpoint_path=tmp_path / "c.h5",
+              log_path=tmp_path / "l.csv", checkpoint_every=2, progress=False)
+    assert SpikeOnce.calls == 4  # it stopped at the spike, not later
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -243,7 +267,8 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
     assert res["config"]["iters"] == 4 and res["environment"]["backend"] == "numpy"
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["split"] for r in rows} >= {"test"}
+    assert len(rows) == sum(r["n_test"] for r in runs)  # the test images of every reported model
+    assert {r["y_true"] for r in rows if r["scenario"] == "triple"} == {"0", "1", "2"}
     report = (out / "report.md").read_text()
     assert "What differs from the paper" in report and "paper AUC" in report and "Incremental" in report
     for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_curves.png"):
@@ -269,9 +294,10 @@ def test_run_py_fine_tunes_from_pretrained_weights(tmp_path):
     """--pretrained loads conv1..fc7 and starts a fresh fc8 (same input size), with the file's mean."""
     from alexnet_np import save_weights
     donor = AlexNet(2, input_size=67, widths=MINI, init="he", seed=123)
+    donor.params["conv1.weight"] /= 64  # like ImageNet weights, it takes 0-255 inputs (input scale 1)
     save_weights(donor, tmp_path / "imagenet_like.h5", mean=(100.0, 110.0, 120.0), source="test donor")
     out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
-                  "--pretrained", str(tmp_path / "imagenet_like.h5"))
+                  "--pretrained", str(tmp_path / "imagenet_like.h5"), "--lr", "0.00001")  # 0-255 inputs: small steps
     job = json.loads(h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5")
                      .attrs["job"])
     assert job["pretrained"].endswith("imagenet_like.h5") and job["mean_pixel"] == pytest.approx(110.0)
