@@ -14,24 +14,27 @@ logs, checkpoints, figures and report.md under --out and prints where they are.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-import time
-from pathlib import Path
 
-from alexnet_np import backend  # before NumPy: importing alexnet_np configures OpenBLAS's threads
-from pipeline.config import PAPER, PRESETS, StudyConfig
-from pipeline.data import needed_datasets
+from pipeline.config import PAPER, PRESETS
+from pipeline.runner import RunRequest, run_command
 from pipeline.scenarios import SCENARIOS
 from pipeline.study import EXPERIMENTS
+
+# options that set the study's configuration (pipeline.config.StudyConfig's fields, plus "patients");
+# None means "the preset's value"
+CONFIG_OPTIONS = ("scenarios", "experiments", "test_fractions", "data", "pretrained", "cv", "iters",
+                  "pretrain_iters", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "input_size",
+                  "augment_flip", "augment_shift", "input_scale", "init", "variant", "widths", "seed",
+                  "patients", "difficulty", "fn_analysis", "n_boot", "checkpoint_every")
 
 
 def parse_args(argv=None):
     demo = PRESETS["demo"]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", nargs="+", default=["malignant-vs-negative"], metavar="NAME",
+    ap.add_argument("--scenario", dest="scenarios", nargs="+", default=["malignant-vs-negative"], metavar="NAME",
                     help=f"one or more of {', '.join(SCENARIOS)}, or 'all' (default: malignant-vs-negative)")
-    ap.add_argument("--experiment", nargs="+", default=["ffdm"], metavar="NAME",
+    ap.add_argument("--experiment", dest="experiments", nargs="+", default=["ffdm"], metavar="NAME",
                     help=f"one or more of {', '.join(EXPERIMENTS)}, or 'all' (default: ffdm)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                     help="demo (default): sized for a laptop CPU, from scratch, synthetic data; "
@@ -42,7 +45,7 @@ def parse_args(argv=None):
     ap.add_argument("--pretrained", metavar="WEIGHTS.h5",
                     help="converted ImageNet weights (python -m alexnet_np.convert ...); fc8 is replaced "
                          "by a fresh layer with a 10x learning rate (paper: ImageNet-pretrained)")
-    ap.add_argument("--test-fraction", nargs="+", type=float, default=None, metavar="F",
+    ap.add_argument("--test-fraction", dest="test_fractions", nargs="+", type=float, default=None, metavar="F",
                     help="held-out test fraction(s) of patients (paper: 0.05; 0.10 and 0.15 for its "
                          "robustness analysis)")
     ap.add_argument("--cv", type=int, default=None,
@@ -105,78 +108,25 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     ap.add_argument("--cache-dir", default="data_cache",
                     help="where synthetic cohorts and built datasets are kept (default ./data_cache)")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="build the datasets again (from the cached synthetic images or your manifest) even "
+                         "when a finished build with the same inputs is cached")
     ap.add_argument("--workers", type=int, default=None, help="processes for data generation/building")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
     return ap.parse_args(argv)
 
 
-def _pairs(items, what):
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in ("ffdm", "ddsm"):
-            raise SystemExit(f"error: --{what} takes ffdm=... and/or ddsm=..., got {item!r}")
-        out[name] = value
-    return out
-
-
-def _names(values, allowed, what):
-    if "all" in values:
-        return list(allowed)
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise SystemExit(f"error: unknown {what} {bad}; choose from {', '.join(allowed)} or 'all'")
-    return list(dict.fromkeys(values))
-
-
-def build_config(args, on_gpu: bool) -> StudyConfig:
-    preset = dict(PRESETS[args.preset])
-    if on_gpu and "gpu_input_size" in preset:  # a GPU affords the paper's input size
-        preset["input_size"] = preset["gpu_input_size"]
-        preset["augment_shift"] = preset["gpu_augment_shift"]
-    pick = lambda name, value: preset[name] if value is None else value  # noqa: E731
-    patients = {k: int(v) for k, v in _pairs(args.patients, "patients").items()}
-    experiments = _names(args.experiment, EXPERIMENTS, "experiment")
-    data = _pairs(args.data, "data")
-    needed = needed_datasets(experiments)
-    if data and not set(needed) <= set(data):
-        raise SystemExit(f"error: experiments {experiments} need --data for {needed}; got {sorted(data)}")
-    return StudyConfig(
-        scenarios=_names(args.scenario, list(SCENARIOS), "scenario"), experiments=experiments,
-        test_fractions=args.test_fraction or preset["test_fractions"], preset=args.preset,
-        iters=pick("iters", args.iters), pretrain_iters=pick("pretrain_iters", args.pretrain_iters),
-        batch_size=pick("batch_size", args.batch_size), lr=pick("lr", args.lr), lr_step=pick("lr_step", args.lr_step),
-        momentum=pick("momentum", args.momentum), weight_decay=pick("weight_decay", args.weight_decay),
-        gamma=preset["gamma"], input_size=pick("input_size", args.input_size), init=pick("init", args.init),
-        cv=pick("cv", args.cv), seed=args.seed, device="gpu" if on_gpu else "cpu",
-        fn_analysis=pick("fn_analysis", args.fn_analysis),
-        checkpoint_every=pick("checkpoint_every", args.checkpoint_every),
-        ffdm_patients=patients.get("ffdm", preset["ffdm_patients"]),
-        ddsm_patients=patients.get("ddsm", preset["ddsm_patients"]),
-        difficulty=pick("difficulty", args.difficulty), variant=args.variant, pretrained=args.pretrained,
-        # pretrained weights expect the input units they were trained with (0-255, scale 1)
-        input_scale=pick("input_scale", args.input_scale) if not args.pretrained or args.input_scale else 1.0,
-        widths=args.widths,
-        augment_flip=bool(pick("augment_flip", args.augment_flip)), augment_shift=pick("augment_shift", args.augment_shift),
-        data=data, n_boot=args.n_boot, progress=not args.no_progress)
-
-
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["predict"]:  # python run.py predict MODEL.h5 INPUT... --out scores.csv
         from pipeline.predict import main as predict_main
         return predict_main(argv[1:])
     args = parse_args(argv)
-    backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[args.device])
-    cfg = build_config(args, on_gpu=backend.backend_name() == "cupy")
-    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    from pipeline.runner import run_study
-    command = "python run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    report = run_study(cfg, out, resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
-                       command=command)
-    print(f"\nreport: {report}")
-    print(f"results: {out / 'results.json'}")
-    return 0
+    overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+    overrides["progress"] = not args.no_progress
+    return run_command(RunRequest(preset=args.preset, overrides=overrides, device=args.device, out=args.out,
+                                  resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
+                                  rebuild=args.rebuild, argv=argv))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,14 @@ the report.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from .data import needed_datasets
+from alexnet_np import AlexNet
+from alexnet_np.weights import weights_info
+
+from .data import DATASETS, check_user_data, needed_datasets
+from .scenarios import SCENARIOS
+from .study import EXPERIMENTS
 
 PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weight_decay": 0.001,
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
@@ -76,6 +81,140 @@ class StudyConfig:
 
     def to_dict(self):
         return asdict(self)
+
+
+class UserError(ValueError):
+    """Bad input from the person running the study: run.py prints ``error: <message>`` and exits with 2.
+
+    The message names the option or file, the value given and what was expected.
+    """
+
+
+# the option each setting comes from, for error messages
+OPTION = {"scenarios": "--scenario", "experiments": "--experiment", "test_fractions": "--test-fraction",
+          "data": "--data", "ffdm_patients": "--patients", "ddsm_patients": "--patients"}
+
+
+def _option(name):
+    return OPTION.get(name, "--" + name.replace("_", "-"))
+
+
+def _pairs(items, option):
+    """``["ffdm=a", "ddsm=b"]`` -> ``{"ffdm": "a", "ddsm": "b"}``."""
+    out = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if not sep or name not in DATASETS or not value:
+            raise UserError(f"{option} {item!r}: expected ffdm=VALUE and/or ddsm=VALUE")
+        out[name] = value
+    return out
+
+
+def _names(values, allowed, option):
+    if "all" in values:
+        return list(allowed)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise UserError(f"{option} {' '.join(bad)}: expected one or more of {', '.join(allowed)}, or 'all'")
+    return list(dict.fromkeys(values))
+
+
+def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
+    """The run's settings: the preset's values, replaced by every override that is not None.
+
+    ``overrides`` maps StudyConfig fields to the command line's values (``data`` and ``patients``
+    as ``DATASET=VALUE`` strings, ``scenarios``/``experiments`` may say ``all``); ``device`` is
+    ``"cpu"`` or ``"gpu"``, the array backend in use. Two rules depend on more than one setting:
+    a GPU affords the demo the paper's input size (and shifts scaled to it), and pretrained
+    weights expect the input units they were trained with (0-255, input scale 1) unless
+    ``input_scale`` is given. Raises :class:`UserError` on a bad value (see :func:`check_config`).
+    """
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: expected one of {', '.join(sorted(PRESETS))}")
+    values = dict(scenarios=["malignant-vs-negative"], experiments=["ffdm"], seed=0, data=[], **PRESETS[preset])
+    if device == "gpu" and "gpu_input_size" in values:
+        values["input_size"] = values["gpu_input_size"]
+        values["augment_shift"] = values["gpu_augment_shift"]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(StudyConfig)} - {"patients"}
+    if unknown:
+        raise ValueError(f"resolve_config: no such settings {sorted(unknown)}")  # a caller's bug
+    patients = {k: _positive_int(v, "--patients", k) for k, v in _pairs(overrides.pop("patients", []), "--patients").items()}
+    values.update({f"{name}_patients": n for name, n in patients.items()})
+    if overrides.get("pretrained") and "input_scale" not in overrides:
+        values["input_scale"] = 1.0
+    values.update(overrides)
+    values["scenarios"] = _names(values["scenarios"], list(SCENARIOS), "--scenario")
+    values["experiments"] = _names(values["experiments"], EXPERIMENTS, "--experiment")
+    values["data"] = _pairs(values["data"], "--data") if isinstance(values["data"], list) else dict(values["data"])
+    values.update(preset=preset, device=device)
+    cfg = StudyConfig(**{f.name: values[f.name] for f in fields(StudyConfig) if f.name in values})
+    check_config(cfg)
+    check_inputs(cfg)
+    return cfg
+
+
+def _positive_int(text, option, name):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{option} {name}={text}: expected a whole number of patients >= 1")
+    return value
+
+
+def check_config(cfg: StudyConfig):
+    """Every setting within what the study can run, before any data are generated or trained on."""
+    def need(ok, name, value, expected):
+        if not ok:
+            raise UserError(f"{_option(name)} {value}: expected {expected}")
+
+    for f in cfg.test_fractions:
+        need(0 < f < 1, "test_fractions", f, "a fraction of the patients strictly between 0 and 1, e.g. 0.05")
+    need(cfg.iters >= 0, "iters", cfg.iters, "0 or more iterations")
+    need(cfg.pretrain_iters >= 0, "pretrain_iters", cfg.pretrain_iters, "0 or more iterations")
+    need(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "at least 1 image per minibatch")
+    need(cfg.lr > 0, "lr", cfg.lr, "a learning rate above 0")
+    need(cfg.lr_step >= 1, "lr_step", cfg.lr_step, "at least 1 iteration")
+    need(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "a momentum in [0, 1)")
+    need(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "0 or more")
+    need(cfg.cv == 0 or cfg.cv >= 2, "cv", cfg.cv, "0 (off) or at least 2 folds")
+    need(cfg.input_scale > 0, "input_scale", cfg.input_scale, "a scale above 0")
+    need(0 <= cfg.augment_shift < cfg.input_size // 2, "augment_shift", cfg.augment_shift,
+         f"0 or more pixels, less than half the input size ({cfg.input_size})")
+    need(cfg.difficulty > 0, "difficulty", cfg.difficulty, "a value above 0 (1 = the generator's default)")
+    need(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "at least 1 iteration")
+    need(cfg.n_boot >= 1, "n_boot", cfg.n_boot, "at least 1 bootstrap replicate")
+    if cfg.widths is not None:
+        need(all(w >= 1 for w in cfg.widths), "widths", " ".join(map(str, cfg.widths)), "7 widths of at least 1")
+    try:  # two channels per layer give the real network's shapes at a negligible cost
+        AlexNet(2, variant=cfg.variant, input_size=cfg.input_size, widths=cfg.widths or (2,) * 7)
+    except ValueError as e:
+        what = f"--input-size {cfg.input_size}" + (f" --widths {' '.join(map(str, cfg.widths))}" if cfg.widths else "")
+        raise UserError(f"{what}: expected a network AlexNet can build ({e})") from None
+    missing = [d for d in needed_datasets(cfg.experiments) if d not in cfg.data]
+    if cfg.data and missing:
+        raise UserError(f"--data {' '.join(f'{k}={v}' for k, v in cfg.data.items())}: --experiment "
+                        f"{' '.join(cfg.experiments)} also needs {' and '.join(f'{d}=PATH' for d in missing)} "
+                        "(or no --data at all, for the synthetic cohorts)")
+
+
+def check_inputs(cfg: StudyConfig):
+    """Every file the run will read (--data, --pretrained) exists and holds what it must."""
+    for name, path in cfg.data.items():
+        try:
+            check_user_data(name, path, cfg.input_size)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if cfg.pretrained:
+        try:
+            info = weights_info(cfg.pretrained)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise UserError(f"--pretrained {cfg.pretrained}: {e}") from None
+        if info.get("variant") != cfg.variant:
+            raise UserError(f"--pretrained {cfg.pretrained}: holds {info.get('variant')!r} weights; expected "
+                            f"weights of the network's --variant {cfg.variant}")
 
 
 def deviations(cfg: StudyConfig) -> list[str]:

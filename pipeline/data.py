@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 import data_prep
@@ -68,11 +69,12 @@ def _key(params: dict) -> str:
 
 
 def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, cache_dir,
-                      workers=None, progress=True):
+                      workers=None, progress=True, rebuild=False):
     """Generate (once) and build (once) a synthetic cohort; returns the built HDF5 path.
 
     Both steps are cached by their parameters; the generator and the builder
-    are themselves resumable and write their final files atomically.
+    are themselves resumable and write their final files atomically. ``rebuild``
+    builds the dataset again from the cached images.
     """
     params = dict(dataset=name, patients=n_patients, seed=seed, difficulty=difficulty,
                   image_size=list(image_size) if image_size else None)
@@ -83,26 +85,107 @@ def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, c
                              image_size=tuple(image_size) if image_size else None,
                              workers=workers, progress=progress)
     out = cohort_dir / f"dataset_{size}.h5"
-    return data_prep.build_dataset(manifest, out, size=size, workers=workers, resume=True, progress=progress)
+    return data_prep.build_dataset(manifest, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
 
 
-def user_dataset(name, path, *, size, cache_dir, workers=None, progress=True):
-    """A user's manifest CSV (built here, cached) or an already built HDF5 dataset."""
+def _built_attrs(path) -> dict:
+    """A built dataset's root attributes ({} when the file is not HDF5), read without its images."""
+    try:
+        with h5py.File(path, "r") as f:
+            return dict(f.attrs)
+    except OSError:
+        return {}
+
+
+def check_user_data(name, path, size):
+    """Check a ``--data NAME=PATH`` before any work: the file exists and is a readable manifest CSV
+    or a built dataset at the network's input size. Raises ``ValueError`` naming the option and file."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--data {name}={path}: no such file")
+    where = f"--data {name}={path}"
+    if not path.is_file():
+        raise ValueError(f"{where}: no such file; expected a manifest .csv or a dataset .h5 from "
+                         "`python -m data_prep build`")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        built = _built_attrs(path)
+        if built.get("format_name") is None:
+            raise ValueError(f"{where}: expected a dataset from `python -m data_prep build`, got an HDF5 file "
+                             "without its format_name attribute")
+        if int(built.get("size", size)) != size:
+            raise ValueError(f"{where}: built at {built['size']}x{built['size']} pixels but the network's input "
+                             f"size is {size}; expected a dataset built with `python -m data_prep build MANIFEST "
+                             f"OUT.h5 --size {size}`, or pass the manifest")
+    elif suffix == ".csv":
+        try:
+            data_prep.read_manifest(path)
+        except data_prep.ManifestError as e:
+            raise ValueError(f"{where}: {len(e.problems)} problem(s) in the manifest, the first: {e.problems[0]} "
+                             f"(`python -m data_prep validate {path}` lists them all)") from None
+        except data_prep.DataPrepError as e:
+            raise ValueError(f"{where}: {e}") from None
+    else:
+        raise ValueError(f"{where}: expected a manifest .csv or a built .h5 dataset, got a {suffix or 'suffix-less'} file")
+
+
+def user_dataset(name, path, *, size, cache_dir, workers=None, progress=True, rebuild=False):
+    """A user's manifest CSV (built here, cached) or an already built HDF5 dataset (checked by
+    :func:`check_user_data` first)."""
+    path = Path(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
-        with_size = data_prep.load_dataset(path)["attrs"].get("size")
-        if with_size is not None and int(with_size) != size:
-            raise ValueError(f"--data {name}={path} was built at {with_size}x{with_size} pixels but the "
-                             f"network's input size is {size}; rebuild it with "
-                             f"`python -m data_prep build MANIFEST OUT.h5 --size {size}` or pass the manifest")
         return path
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"--data {name}={path}: expected a manifest .csv or a built .h5 dataset")
     out = Path(cache_dir) / "built" / f"{name}-{_key({'manifest': str(path.resolve())})}_{size}.h5"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return data_prep.build_dataset(path, out, size=size, workers=workers, resume=True, progress=progress)
+    return data_prep.build_dataset(path, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
+
+
+#: A run whose datasets lost more than this share of their manifest's images warns loudly: the
+#: cohort that trained is then noticeably not the cohort that was described.
+SKIPPED_WARN_SHARE = 0.05
+
+
+@dataclass
+class CohortAttrition:
+    """Where a dataset came from and how many of its images reached the study, by class.
+
+    ``manifest_by_label``, ``skipped_by_label`` and ``read_by_label`` map the dataset labels
+    (negative, recalled_benign, malignant) to image counts; ``skipped_by_reason`` maps data_prep's
+    skip categories to counts. Counts the build did not record (a dataset built by an older
+    version) are None.
+    """
+
+    dataset: str
+    origin: str                      # "synthetic ..." or the user's file
+    built_file: str
+    n_manifest: int | None
+    n_read: int
+    n_skipped: int | None
+    skipped_by_reason: dict
+    manifest_by_label: dict
+    skipped_by_label: dict
+    read_by_label: dict
+    errors_report: str | None        # the list of skipped images, with the reasons
+
+    @property
+    def skipped_share(self) -> float:
+        return self.n_skipped / self.n_manifest if self.n_manifest else 0.0
+
+    @property
+    def too_many_skipped(self) -> bool:
+        return self.skipped_share > SKIPPED_WARN_SHARE
+
+
+def attrition(ds: ImageSet, origin: str, built_file) -> CohortAttrition:
+    """Read a loaded dataset's build attributes (data_prep.build_dataset's counts) into a record."""
+    a = ds.attrs
+    by_json = lambda key: json.loads(a[key]) if key in a else {}  # noqa: E731
+    read = np.bincount(ds.labels, minlength=len(data_prep.LABELS))
+    report = Path(built_file).with_name(str(a["errors_report"])) if a.get("errors_report") else None
+    return CohortAttrition(
+        dataset=ds.name, origin=origin, built_file=str(built_file),
+        n_manifest=int(a["n_manifest_rows"]) if "n_manifest_rows" in a else None, n_read=len(ds),
+        n_skipped=int(a["n_errors"]) if "n_errors" in a else None, skipped_by_reason=by_json("skipped_by_reason"),
+        manifest_by_label=by_json("manifest_by_label"), skipped_by_label=by_json("skipped_by_label"),
+        read_by_label={name: int(n) for name, n in zip(data_prep.LABELS, read)},
+        errors_report=str(report) if report else None)
 
 
 def split_holdout(ds: ImageSet, test_fraction: float, seed: int):

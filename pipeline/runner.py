@@ -1,29 +1,34 @@
 """run.py's engine: prepare data, run the grid of jobs, write results and the report, resumably."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
+import shlex
+import shutil
+import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from alexnet_np import backend
+import data_prep
+from data_prep.fileio import atomic_output, write_csv_atomic
 
 from . import report
-from .config import StudyConfig, deviations
-from .data import ImageSet, needed_datasets, synthetic_dataset, user_dataset
-from .scenarios import LABEL_NAMES
+from .config import StudyConfig, UserError, deviations, resolve_config
+from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, attrition, needed_datasets, synthetic_dataset,
+                   user_dataset)
+from .scenarios import LABEL_NAMES, get_scenario, scenario_labels
 from .study import Study
+from .train import TrainingDiverged
 
 
 def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
 
 
 def _json_default(o):
@@ -64,71 +69,214 @@ def environment() -> dict:
     return env
 
 
-def prepare_datasets(cfg: StudyConfig, cache_dir, workers=None, log=print) -> dict:
-    """Load (building or generating first where needed) every dataset the experiments use."""
-    out = {}
+def _counts(by_label: dict) -> str:
+    return ", ".join(f"{label} {n}" for label, n in by_label.items())
+
+
+def attrition_lines(a: CohortAttrition) -> list[str]:
+    """The console's account of one dataset: manifest, read, skipped by reason, used by class."""
+    if a.n_manifest is None:
+        return [f"  {a.dataset}: {a.n_read} images ({_counts(a.read_by_label)}); the build recorded no skipped "
+                "images count (built by an older data_prep)"]
+    lines = [f"  {a.dataset}: {a.n_manifest} images in the manifest, {a.n_read} read ({_counts(a.read_by_label)}), "
+             f"{a.n_skipped} skipped"
+             + (f" ({_counts(a.skipped_by_reason)}; by class: {_counts(a.skipped_by_label)}; list: {a.errors_report})"
+                if a.n_skipped else "")]
+    if a.too_many_skipped:
+        lines.append(attrition_warning(a))
+    return lines
+
+
+def attrition_warning(a: CohortAttrition) -> str:
+    return (f"WARNING: {a.dataset}: {a.n_skipped} of {a.n_manifest} images ({100 * a.skipped_share:.1f}%, more than "
+            f"{100 * SKIPPED_WARN_SHARE:g}%) could not be used; the study runs on the rest. Reasons: {a.errors_report}")
+
+
+def prepare_datasets(cfg: StudyConfig, cache_dir, workers=None, rebuild=False, log=print):
+    """Load (building or generating first where needed) every dataset the experiments use.
+
+    Returns ({name: ImageSet}, [CohortAttrition]); ``rebuild`` builds the datasets again.
+    """
+    out, cohorts = {}, []
     for name in needed_datasets(cfg.experiments):
         t0 = time.perf_counter()
         if name in cfg.data:
+            origin = f"your data: --data {name}={cfg.data[name]}"
             path = user_dataset(name, cfg.data[name], size=cfg.input_size, cache_dir=cache_dir,
-                                workers=workers, progress=cfg.progress)
+                                workers=workers, progress=cfg.progress, rebuild=rebuild)
         else:
             n = cfg.ffdm_patients if name == "ffdm" else cfg.ddsm_patients
-            log(f"synthetic {name.upper()}-like cohort: {n} patients (cached in {cache_dir})")
+            origin = (f"synthetic {name.upper()}-like cohort from data_prep's generator ({n} patients, seed {cfg.seed}, "
+                      f"difficulty {cfg.difficulty:g})")
+            log(f"{origin}, cached in {cache_dir}")
             path = synthetic_dataset(name, n_patients=n, seed=cfg.seed, difficulty=cfg.difficulty,
                                      image_size=None, size=cfg.input_size, cache_dir=cache_dir,
-                                     workers=workers, progress=cfg.progress)
+                                     workers=workers, progress=cfg.progress, rebuild=rebuild)
         out[name] = ImageSet.load(name, path)
-        counts = np.bincount(out[name].labels, minlength=3)
-        log(f"  {name}: {len(out[name])} images at {cfg.input_size}x{cfg.input_size} "
-            f"({', '.join(f'{LABEL_NAMES[i]} {c}' for i, c in enumerate(counts))}) "
-            f"from {path} [{time.perf_counter() - t0:.0f} s]")
-    return out
+        cohorts.append(attrition(out[name], origin, path))
+        log(f"  {name}: {cfg.input_size}x{cfg.input_size} images from {path} [{time.perf_counter() - t0:.0f} s]")
+        for line in attrition_lines(cohorts[-1]):
+            log(line)
+    return out, cohorts
 
 
-def _check_resume(out: Path, cfg: StudyConfig, resume: bool):
+def check_out_folder(out: Path, cfg: StudyConfig, resume: bool):
+    """A new run needs a folder without a run in it; --resume needs the run, with the same settings."""
     saved = out / "config.json"
     if saved.exists():
         if not resume:
-            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose "
-                             f"another --out")
+            raise UserError(f"--out {out}: already holds a run; expected --resume to continue it, or another --out")
         old = json.loads(saved.read_text())
         new = json.loads(json.dumps(cfg.to_dict(), default=_json_default))
         diff = sorted(k for k in set(old) | set(new) if k != "progress" and old.get(k) != new.get(k))
         if diff:
-            raise SystemExit(f"error: --resume with different settings than the run in {out}: "
-                             + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff))
-    elif resume and out.exists() and any(out.iterdir()):
-        raise SystemExit(f"error: --resume: {out} has no config.json, so it is not a run folder")
+            raise UserError(f"--resume --out {out}: the run there has other settings ("
+                            + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+                            + "); expected the same options as the run it continues")
+    elif resume:
+        raise UserError(f"--resume --out {out}: no run there (no config.json); expected the folder of an "
+                        "interrupted run")
 
 
-def write_predictions_csv(path, study: Study):
-    """One row per (job, evaluated image): ids, true label, network class, class probabilities."""
-    rows = []
+def select_device(choice: str) -> str:
+    """Point alexnet_np at the device (--device cpu, gpu or auto); returns "cpu" or "gpu"."""
+    try:
+        backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[choice])
+    except RuntimeError as e:
+        raise UserError(f"--device {choice}: {e}") from None
+    return "gpu" if backend.backend_name() == "cupy" else "cpu"
+
+
+@dataclass
+class RunRequest:
+    """What run.py's command line asks for: a preset, the options that override it, and where to run."""
+
+    preset: str
+    overrides: dict                  # StudyConfig field -> value, None = the preset's
+    device: str = "auto"             # cpu, gpu or auto
+    out: str | None = None           # default runs/<timestamp>
+    resume: bool = False
+    cache_dir: str = "data_cache"
+    workers: int | None = None
+    rebuild: bool = False            # build the datasets again
+    argv: list = field(default_factory=list)   # the command line, for the report and the resume hint
+
+
+def resume_command(argv, out) -> str:
+    """The command that continues this run: the same options with ``--resume --out OUT``."""
+    keep, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--out="):
+            keep.append(arg)
+    return "python run.py " + shlex.join(keep + ["--resume", "--out", str(out)])
+
+
+def run_command(request: RunRequest) -> int:
+    """run.py's study command: settings and inputs checked first, then the study; returns the exit code.
+
+    A user error prints one line ``error: ...`` and returns 2 before any data are touched; data that
+    turn out unusable while they are built do the same and remove the run folder this call made.
+    Ctrl-C prints the command that continues the run and returns 130.
+    """
+    try:
+        device = select_device(request.device)
+        cfg = resolve_config(request.preset, request.overrides, device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(request.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    created = not out.exists()
+    try:
+        records, cohorts = run_study(cfg, out, resume=request.resume, cache_dir=request.cache_dir,
+                                     workers=request.workers, command="python run.py " + shlex.join(request.argv),
+                                     rebuild=request.rebuild)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: {resume_command(request.argv, out)}", file=sys.stderr)
+        return 130
+    except data_prep.DataPrepError as e:  # the user's data, found unusable while they were built
+        if created and not (out / "jobs").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for line in summary_lines(out, records, cohorts):
+        print(line)
+    return 0
+
+
+def summary_lines(out: Path, records, cohorts) -> list[str]:
+    """The run's last console lines: where the outputs are, the loud warnings, each model's AUC and CI."""
+    lines = ["", f"report: {out / 'report.md'}", f"results: {out / 'results.json'}"]
+    lines += [attrition_warning(a) for a in cohorts if a.too_many_skipped]
+    lines.append("test AUCs (95% CI: DeLong; bootstrap over patients):")
+    for r in records:
+        what = f"  {r.experiment} / {r.scenario} / test {r.test_fraction:g}: AUC {r.auc:.3f}"
+        if r.binary is not None:
+            what += (f" (DeLong {r.binary.ci95_delong[0]:.2f}-{r.binary.ci95_delong[1]:.2f}; patients "
+                     f"{r.binary.ci95_bootstrap_patient[0]:.2f}-{r.binary.ci95_bootstrap_patient[1]:.2f})")
+        else:
+            what += " (mean of the pairwise AUCs; no CI)"
+        lines.append(what)
+        lines += [f"    WARNING: {m}" for m in r.flags.messages()]
+    return lines
+
+
+PREDICTION_COLUMNS = ("experiment", "scenario", "test_fraction", "model", "image_index", "image_path", "patient_id",
+                      "dataset_label", "interval_cancer", "y_true", "score")
+
+
+def write_predictions_csvs(out: Path, study: Study):
+    """predictions.csv: one row per test image of every reported model; predictions_interval.csv: the
+    interval cancers the main models scored (false-negative analysis, holdout mode).
+
+    ``y_true`` is the image's class in the scenario (binary: 1 = the positive class, 0 = the other;
+    triple: 0/1/2 in the scenario's class order), ``score`` the positive class's probability (binary
+    scenarios; empty for the triple one), ``p0..pK`` every class's probability. For one binary model,
+    ``python -m stats predictions.csv --label-col y_true --score-col score --group-col patient_id``
+    recomputes its AUC and CIs.
+    """
+    rows = {"test": [], "interval": []}
     width = 0
     for rec in study.records:
-        ds = study.dataset_for(rec["experiment"])
-        pred = Study._read_predictions(study.out / "jobs" / rec["job"] / "predictions.h5")
-        for split, (idx, y, proba) in pred.items():
-            width = max(width, proba.shape[1])
-            for i, cls, p in zip(idx, y, proba):
-                rows.append([rec["experiment"], rec["scenario"], rec["test_fraction"], split, int(i),
-                             ds.image_path[i], ds.patient_id[i], LABEL_NAMES[ds.labels[i]], int(cls)]
-                            + [f"{v:.6f}" for v in p])
-    header = ["experiment", "scenario", "test_fraction", "split", "image_index", "image_path", "patient_id",
-              "true_label", "network_class"] + [f"p{k}" for k in range(width)]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
+        ds = study.dataset_for(rec.experiment)
+        scenario = get_scenario(rec.scenario)
+        for split, pred in Study._read_predictions(study.out / "jobs" / rec.job / "predictions.h5").items():
+            width = max(width, pred.proba.shape[1])
+            y_true = scenario_labels(scenario, ds.labels[pred.index])
+            for i, y, p in zip(pred.index, y_true, pred.proba):
+                rows[split].append([rec.experiment, rec.scenario, rec.test_fraction, rec.job, int(i), ds.image_path[i],
+                                    ds.patient_id[i], LABEL_NAMES[ds.labels[i]], int(ds.interval_cancer[i]), int(y),
+                                    f"{p[1]:.6f}" if scenario.binary else ""] + [f"{v:.6f}" for v in p])
+    header = list(PREDICTION_COLUMNS) + [f"p{k}" for k in range(width)]
+    write_csv_atomic(out / "predictions.csv", header, rows["test"])
+    if rows["interval"]:
+        write_csv_atomic(out / "predictions_interval.csv", header, rows["interval"])
 
 
-def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", workers=None, command="run.py"):
-    """Run every (test fraction, experiment, scenario) of ``cfg`` into ``out``; returns report.md's path."""
+def results_json(records, cohorts, cfg: StudyConfig, env: dict, timings: dict) -> dict:
+    """results.json's content (its schema is in the README): one entry per ModelResult, with its
+    headline ``auc`` beside the nested parts, and each dataset's attrition."""
+    return {"runs": [dict(auc=r.auc, **asdict(r)) for r in records],
+            "cohorts": [dict(asdict(a), skipped_share=a.skipped_share) for a in cohorts], "config": cfg.to_dict(),
+            "environment": env, "timings": timings}
+
+
+def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", workers=None, command="run.py",
+              rebuild=False):
+    """Run every (test fraction, experiment, scenario) of ``cfg`` into ``out``, then write predictions,
+    results.json and report.md; returns (the ModelResults, the datasets' CohortAttritions)."""
     out = Path(out)
-    _check_resume(out, cfg, resume)
+    check_out_folder(out, cfg, resume)
+    print(f"run folder: {out}" + (" (resumed)" if resume else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     env = environment()
@@ -139,7 +287,7 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     for line in deviations(cfg):
         print(f"  - {line}")
     t_start = time.perf_counter()
-    datasets = prepare_datasets(cfg, cache_dir, workers)
+    datasets, cohorts = prepare_datasets(cfg, cache_dir, workers, rebuild=rebuild)
     t_data = time.perf_counter() - t_start
     study = Study(cfg, datasets, out)
     timings = {"data_s": t_data}
@@ -148,11 +296,10 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
             for name in cfg.scenarios:
                 t0 = time.perf_counter()
                 record = study.run(name, experiment, tf)
-                record["seconds"] = time.perf_counter() - t0
-                write_json_atomic(out / "results.json", {"runs": study.records, "config": cfg.to_dict(),
-                                                         "environment": env, "timings": timings})
+                record.seconds = time.perf_counter() - t0
+                write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
     timings["total_s"] = time.perf_counter() - t_start
-    write_predictions_csv(out / "predictions.csv", study)
-    write_json_atomic(out / "results.json", {"runs": study.records, "config": cfg.to_dict(),
-                                             "environment": env, "timings": timings})
-    return report.write_report(out, cfg, study.records, env, timings, command)
+    write_predictions_csvs(out, study)
+    write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
+    report.write_report(out, cfg, study.records, cohorts, env, timings, command)
+    return study.records, cohorts

@@ -25,12 +25,22 @@ import numpy as np
 
 from alexnet_np import SoftmaxCrossEntropy, to_network_input, to_numpy
 from alexnet_np.weights import load_checkpoint, save_checkpoint
+from data_prep.fileio import write_csv_atomic
 
 LOG_FIELDS = ("iteration", "loss", "accuracy", "lr", "images_per_s", "data_wait_s", "elapsed_s")
 
 
+#: The divergence rule: a minibatch's mean cross-entropy above this many times ln(classes) (693 for
+#: two classes), or NaN/inf. A loss of 1000 ln(C) means the average image's true class got a
+#: probability of C^-1000: the logits have blown up. Such a run can come back to small losses (a
+#: loss of 1e27 that fell back to 0.7 was seen) while its network has collapsed to one answer, so
+#: the first exploded minibatch stops it. The margin is wide because healthy runs start high: the
+#: demo's He-initialized network reached 46 at its second step (2026-11-30) before settling at 0.7.
+EXPLODED_LOSS = 1000.0
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss exploded (see :data:`EXPLODED_LOSS`) or became NaN/inf; the last good checkpoint is kept."""
 
 
 def batch_indices(n: int, batch_size: int, seed: int, iteration: int) -> np.ndarray:
@@ -132,12 +142,7 @@ def _read_log(path):
 
 
 def _rewrite_log(path, rows):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    write_csv_atomic(path, LOG_FIELDS, [[r[k] for k in LOG_FIELDS] for r in rows])
 
 
 def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, scale, checkpoint_path,
@@ -153,8 +158,8 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
       the dropout stream are restored and training continues from there; the log
       is cut back to the checkpoint's iteration so it has no duplicated rows.
     * A checkpoint is written atomically every ``checkpoint_every`` iterations and
-      at the end. A NaN/inf loss raises :class:`TrainingDiverged` and keeps the last
-      good checkpoint on disk.
+      at the end. An exploded loss (:data:`EXPLODED_LOSS`) or a NaN/inf one raises
+      :class:`TrainingDiverged` and keeps the last good checkpoint on disk.
     """
     checkpoint_path, log_path = Path(checkpoint_path), Path(log_path)
     if resume and checkpoint_path.exists():
@@ -167,13 +172,14 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
     if start >= iters:
         return rows
     lossf = SoftmaxCrossEntropy(class_weights)
+    limit = EXPLODED_LOSS * math.log(net.num_classes)
     stream = BatchStream(images, indices, labels, batch_size, seed, mean, scale, net.xp, start, iters,
                          flip=flip, shift=shift)
     bar = _progress(progress, iters, start, desc)
     t_begin = time.perf_counter()
     last_good = start if checkpoint_path.exists() else None
     log = open(log_path, "a", newline="")
-    writer = csv.DictWriter(log, fieldnames=LOG_FIELDS)
+    writer = csv.DictWriter(log, fieldnames=LOG_FIELDS, lineterminator="\n")
     try:
         for it in range(start, iters):
             t0 = time.perf_counter()
@@ -182,12 +188,14 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
             logits = net.forward(x, train=True)
             loss, dlogits = lossf(logits, y)
             loss = float(loss)
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or loss > limit:
                 where = (f"the last good checkpoint is {checkpoint_path} (iteration {last_good})"
                          if last_good is not None else "no checkpoint had been written yet")
                 raise TrainingDiverged(
-                    f"{desc}: the training loss became {loss} at iteration {it} (lr {opt.lr:g}); {where}. "
-                    f"Try a smaller --lr.")
+                    f"{desc}: the training loss became {loss:.4g} at iteration {it} (lr {opt.lr:g}; the run stops "
+                    f"above {limit:.3g} = {EXPLODED_LOSS:g} ln {net.num_classes}); {where}. "
+                    + ("Try a smaller --lr." if it > start else "The untrained network's logits are already huge: "
+                       "check --input-scale and --init."))
             acc = float(to_numpy((logits.argmax(axis=1) == y).mean()))
             lr = opt.lr
             net.backward(dlogits)
