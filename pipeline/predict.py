@@ -239,8 +239,8 @@ def auc_summary(card, images, proba_by_image, n_boot=2000, seed=0) -> str:
     if card.num_classes > 2:
         return head + f"{evaluate.scenario_auc(y, proba):.3f} (mean of the pairwise AUCs; no CI)"
     m = evaluate.binary_metrics(y, proba[:, card.positive_class], patients, n_boot, seed)
-    (d_lo, d_hi), (p_lo, p_hi) = m["ci95_delong"], m["ci95_bootstrap_patient"]
-    return head + (f"{m['auc']:.3f} (DeLong 95% CI {d_lo:.3f}-{d_hi:.3f}; patient-level bootstrap 95% CI "
+    (d_lo, d_hi), (p_lo, p_hi) = m.ci95_delong, m.ci95_bootstrap_patient
+    return head + (f"{m.auc:.3f} (DeLong 95% CI {d_lo:.3f}-{d_hi:.3f}; patient-level bootstrap 95% CI "
                    f"{p_lo:.3f}-{p_hi:.3f}, {n_boot} replicates)")
 
 
