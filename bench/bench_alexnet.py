@@ -59,10 +59,9 @@ def environment(device):
     except ImportError:
         pass
     if device == "cpu":
-        from alexnet_np import cpu_kernels
         info["cpu_kernels"] = backend.cpu_kernels_name()
         info["conv3x3"] = backend.conv_algorithm(np.empty(1), 3, 1)
-        info["kernel_threads"] = cpu_kernels.THREADS
+        info["kernel_threads"] = backend.RUNTIME.threads
     if device == "gpu":
         import cupy as cp
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
