@@ -50,7 +50,8 @@ import numpy as np
 
 _VALID = ("numpy", "cupy", "auto")
 _CPU_KERNELS = ("fast", "reference")
-IMPLEMENTATIONS = ("reference", "fast CPU", "Winograd", "CUDA")
+# What kernels_used() reports: the primitives' implementations, then the convolution's algorithms.
+IMPLEMENTATIONS = ("reference", "fast CPU", "CUDA", "im2col + GEMM", "Winograd")
 
 
 def _import_cupy():
@@ -205,16 +206,16 @@ class Runtime:
         """(function, implementation) that runs op ``name`` on ``args`` (see the module
         docstring); ``reference`` is the op's reference body."""
         a = args[0]
-        if name == "conv_backward" and args[1].algorithm == "winograd":
-            from . import winograd  # the backward follows the forward's algorithm
-            return winograd.conv_backward, "Winograd"
+        conv = name in ("conv_forward", "conv_backward")
+        if conv and (args[1].algorithm == "winograd" if name == "conv_backward"    # as the forward
+                     else self.conv_algorithm(a, args[1].shape[-1], args[3]) == "winograd"):
+            from . import winograd
+            return getattr(winograd, name), "Winograd"
+        if conv:  # im2col + GEMM, whose im2col and col2im are dispatched in turn
+            return reference, "im2col + GEMM"
         if is_gpu_array(a):
             from . import cuda_kernels  # imported only once a CuPy array exists
-            twin = getattr(cuda_kernels, name, None)
-            return (twin, "CUDA") if twin is not None else (reference, "reference")
-        if name == "conv_forward" and self.conv_algorithm(a, args[1].shape[-1], args[3]) == "winograd":
-            from . import winograd
-            return winograd.conv_forward, "Winograd"
+            return getattr(cuda_kernels, name), "CUDA"
         if self.cpu_kernels_name() == "reference":
             return reference, "reference"
         if self._twins is None:
