@@ -12,10 +12,11 @@ Contract shared by every layer:
 * ``self.params`` / ``self.grads`` map ``"weight"`` / ``"bias"`` to arrays.
   The model exposes them as ``"conv1.weight"`` etc.;
 * the large arrays a layer returns (and the ones it caches) may live in
-  ``self.buffers``, the layer's own memory, kept between calls: each forward or
-  backward overwrites what the layer's previous call of the same kind returned
-  (copy an activation or a gradient to keep it), and an inference forward
-  between a training forward and its backward overwrites the cache.
+  ``self.buffers``, the layer's own memory, kept between calls: each forward
+  overwrites what the layer's previous forward returned, each backward what its
+  previous backward returned (copy an activation or a gradient to keep it), and
+  an inference forward between a training forward and its backward overwrites
+  the cache.
 
 Shapes: activations NCHW, conv weights OIHW, linear weights (out, in).
 The array module is the one owning the input (NumPy or CuPy), see backend.py.
