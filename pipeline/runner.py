@@ -21,8 +21,8 @@ from data_prep.fileio import atomic_output, write_csv_atomic
 from . import report
 from .cluster import ClusterSpec, JobsFailed, SlurmOptions
 from .config import StudyConfig, UserError, deviations, resolve_config
-from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, attrition, needed_datasets, synthetic_dataset,
-                   user_dataset)
+from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, _built_attrs, attrition, needed_datasets,
+                   synthetic_dataset, user_dataset)
 from .modelfile import git_version
 from .scenarios import LABEL_NAMES, get_scenario, scenario_labels
 from .study import Study, read_predictions
@@ -167,18 +167,31 @@ def provenance(cfg: StudyConfig, datasets: dict) -> dict:
     return out
 
 
+def user_data_now(cfg: StudyConfig) -> dict:
+    """What can be known of the user's datasets before any work: a manifest's SHA-256, a built file's
+    fingerprint (its attributes only). For :func:`check_same_datasets` on --resume."""
+    out = {}
+    for name, path in cfg.data.items():
+        if Path(path).suffix.lower() == ".csv":
+            out[name] = {"manifest_sha256": _sha256(path)}
+        else:
+            out[name] = {"fingerprint": _built_attrs(path).get("fingerprint", "unknown")}
+    return {"datasets": out}
+
+
 def check_same_datasets(out: Path, now: dict):
-    """On --resume: every dataset must be the one the run started with (fingerprint and manifest)."""
+    """On --resume: every dataset must be the one the run started with (build fingerprint and manifest
+    hash; ``now`` may hold only some of them). Raises UserError naming the dataset and what changed."""
     saved = out / "provenance.json"
     if not saved.exists():
         return
     before = json.loads(saved.read_text())["datasets"]
     for name, was in before.items():
-        is_ = now["datasets"].get(name)
-        changed = [key for key in ("fingerprint", "manifest_sha256") if is_ is not None and is_[key] != was[key]]
+        is_ = now["datasets"].get(name, {})
+        changed = [key for key in ("fingerprint", "manifest_sha256") if key in is_ and is_[key] != was.get(key)]
         if changed:
             raise UserError(f"--resume --out {out}: the {name} dataset changed since the run started ("
-                            + ", ".join(f"{k} {str(was[k])[:12]} -> {str(is_[k])[:12]}" for k in changed)
+                            + ", ".join(f"{k} {str(was.get(k))[:12]}... -> {str(is_[k])[:12]}..." for k in changed)
                             + "); expected the data the run started with, or a new --out for the new data")
 
 
@@ -329,6 +342,8 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     """
     out = Path(out)
     check_out_folder(out, cfg, resume)
+    if resume:  # before anything is built from data that changed
+        check_same_datasets(out, user_data_now(cfg))
     print(f"run folder: {out}" + (" (resumed)" if resume else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
