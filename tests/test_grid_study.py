@@ -125,7 +125,12 @@ def test_a_worker_killed_mid_job_gives_the_same_records(sequential, client, tmp_
 def _slurm_reason():
     if shutil.which("sinfo") is None:
         return "sinfo not found (run `bash bench/slurm_local.sh` as root to start a local SLURM)"
-    state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+    deadline = time.monotonic() + 60   # a SLURM job of an earlier test (test_cluster's) may still be ending
+    while True:
+        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+        if (state and state[0].startswith(("idle", "mix"))) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     if not state or not state[0].startswith(("idle", "mix")):
         return f"no idle SLURM node (sinfo: {state or 'nothing'}); run `bash bench/slurm_local.sh`"
     return ""
