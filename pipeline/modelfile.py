@@ -226,7 +226,7 @@ def read_card(path) -> ModelCard:
             kind = "an alexnet_np weights file" if _text(f.attrs.get("format", "")) == "alexnet_np-weights" \
                 else "an HDF5 file of another kind"
             raise ModelFileError(f"{path} is {kind}, not a model file: expected a /model group with format "
-                                 f"{FORMAT!r} (run.py writes one as jobs/.../model.h5 next to weights.h5)")
+                                 f"{FORMAT!r} (run.py writes one as jobs/.../model.h5)")
         version = int(g.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:
             raise ModelFileError(f"{path} has model format_version {version}; this code reads version "

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 import data_prep
-from alexnet_np import SGD, AlexNet, load_weights, save_weights
+from alexnet_np import SGD, AlexNet, load_weights
 from alexnet_np.weights import fold_input_std, weights_info
 from data_prep.fileio import atomic_output
 
@@ -323,7 +323,7 @@ def job_info(path) -> dict:
 
 def run_job(cfg, job: Job, folder: Path, progress=True):
     """Train (continuing from ``folder/checkpoint.h5`` if there is one) and score one job; writes
-    weights.h5, model.h5 and, last and atomically, predictions.h5. Skipped when that file exists."""
+    model.h5 and, last and atomically, predictions.h5. Skipped when that file exists."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pred_path = folder / PREDICTIONS
@@ -353,11 +353,11 @@ def run_job(cfg, job: Job, folder: Path, progress=True):
           checkpoint_path=folder / "checkpoint.h5", log_path=folder / "train_log.csv",
           checkpoint_every=cfg.checkpoint_every, resume=True, progress=progress,
           desc=job.key, flip=cfg.augment_flip, shift=cfg.augment_shift)
-    save_weights(net, folder / "weights.h5", mean=(float(np.mean(mean)),) * 3,
-                 source=f"trained by run.py job {job.key} (input mean: the training images' mean image)")
-    save_model(folder / "model.h5", net, job_card(cfg, job, net, mean))  # self-contained: python run.py predict
-    # Scoring in training-sized batches reuses the memory the training steps used (the fast
-    # CPU kernels recycle outputs by shape); batches of another size would hold a second set.
+    # model.h5 is a weights file too (load_weights reads it: the incremental fine-tuning starts from
+    # it), plus all that `python run.py predict` needs; one file, not a second copy of the weights.
+    save_model(folder / "model.h5", net, job_card(cfg, job, net, mean))
+    # Scoring in training-sized batches reuses the layers' buffers of the training steps; another
+    # batch size would allocate them again.
     results = {name: Predictions(s.index, s.label if s.label is not None else np.full(len(s.index), -1),
                                  predict(net, job.data.images, s.index, mean, cfg.input_scale, cfg.batch_size))
                for name, s in job.eval_sets.items()}
@@ -366,7 +366,7 @@ def run_job(cfg, job: Job, folder: Path, progress=True):
                 pretrained=str(cfg.pretrained) if cfg.pretrained else None,
                 seconds=time.perf_counter() - t0)  # this run of it: after a resume, the part since then
     write_predictions(pred_path, results, info)
-    (folder / "checkpoint.h5").unlink(missing_ok=True)  # weights.h5 + predictions are the result
+    (folder / "checkpoint.h5").unlink(missing_ok=True)  # model.h5 + predictions are the result
 
 
 # ------------------------------------------------------------------ planning
@@ -487,7 +487,7 @@ class Study:
         self.log(f"[incremental | {scenario.name}] stage 1: pretrain on {len(pre_idx)} DDSM images")
         plan.baseline = main
         plan.main = Job(f"incremental/{scenario.name}/{tag}/main", main.data, scenario, main.train_idx, main.train_y,
-                        main.eval_sets, cfg.iters, init_weights=str(self.folder(plan.pretrain) / "weights.h5"),
+                        main.eval_sets, cfg.iters, init_weights=str(self.folder(plan.pretrain) / "model.h5"),
                         notes={"stage": "FFDM fine-tuning"}, deps=(plan.pretrain.key,))
         self.log(f"[incremental | {scenario.name} | test {plan.test_fraction:g}] stage 2: fine-tune on "
                  f"{len(main.train_idx)} FFDM images; baseline: the ffdm experiment's model")

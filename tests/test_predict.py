@@ -11,7 +11,7 @@ import pytest
 
 import data_prep
 import run
-from alexnet_np import AlexNet, backend, load_weights
+from alexnet_np import AlexNet, backend, load_weights, save_weights
 from pipeline import modelfile
 from pipeline.predict import scored_batches
 from test_pipeline import MINI, _run
@@ -59,11 +59,11 @@ def test_model_file_scores_the_test_images_exactly_as_the_run(trained):
 
 
 def test_model_file_is_still_a_weights_file(trained):
-    """load_weights reads model.h5 like weights.h5 (same parameters), so tools for weights keep working."""
+    """load_weights reads model.h5 as a weights file (the same parameters load_model gives), so tools
+    for weights, and the incremental fine-tuning, keep working."""
     out, _ = trained
-    a = AlexNet(2, input_size=67, widths=MINI)
+    a, _ = modelfile.load_model(out / JOB / "model.h5")
     b = AlexNet(2, input_size=67, widths=MINI, seed=5)
-    load_weights(a, out / JOB / "weights.h5")
     info = load_weights(b, out / JOB / "model.h5")
     assert info["format"] == "alexnet_np-weights"
     for key in a.params:
@@ -83,7 +83,8 @@ def test_foreign_corrupt_and_newer_model_files_are_refused(trained, tmp_path):
     truncated.write_bytes(good.read_bytes()[:5000])
     with pytest.raises(modelfile.ModelFileError, match="truncated.h5"):
         modelfile.load_model(truncated)
-    weights_only = out / JOB / "weights.h5"
+    weights_only = tmp_path / "weights.h5"
+    save_weights(modelfile.load_model(good)[0], weights_only)
     with pytest.raises(modelfile.ModelFileError, match="alexnet_np weights file, not a model file"):
         modelfile.load_model(weights_only)
     other = tmp_path / "other.h5"
@@ -212,11 +213,12 @@ def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, 
     image = _test_rows(trained)[0][0]["path"]
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("image_path,patient_id\nx.dcm,p1\n")
+    save_weights(modelfile.load_model(model)[0], tmp_path / "weights.h5")
     argv, expect = {
         "missing input": ([model, tmp_path / "nope.dcm", "--out", tmp_path / "s.csv"], "nope.dcm: no such file"),
         "out is an input": ([model, image, "--out", image], "would overwrite an input"),
         "batch size 0": ([model, image, "--out", tmp_path / "s.csv", "--batch-size", "0"], "--batch-size"),
-        "weights only": ([out / JOB / "weights.h5", image, "--out", tmp_path / "s.csv"], "not a model file"),
+        "weights only": ([tmp_path / "weights.h5", image, "--out", tmp_path / "s.csv"], "not a model file"),
         "empty folder": ([model, tmp_path / "empty", "--out", tmp_path / "s.csv"], "no .dcm"),
         "bad manifest": ([model, tmp_path / "bad.csv", "--out", tmp_path / "s.csv"], "column 'exam_id'"),
     }[case]
