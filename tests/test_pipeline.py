@@ -271,7 +271,7 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
     assert {r["y_true"] for r in rows if r["scenario"] == "triple"} == {"0", "1", "2"}
     report = (out / "report.md").read_text()
     assert "What differs from the paper" in report and "paper AUC" in report and "Incremental" in report
-    for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_curves.png"):
+    for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_ffdm.png", "roc_incremental.png"):
         assert (out / "figures" / fig).stat().st_size > 1000, fig
     assert run.main(argv) == 2  # the folder holds a run: an error naming --out, without --resume
     assert run.main(argv + ["--resume"]) == 0
