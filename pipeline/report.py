@@ -57,6 +57,7 @@ def _paper_auc(experiment, scenario):
 
 
 def _save(fig, path):
+    """Write ``fig`` as a PNG at ``path`` (atomically) and close it; returns the path."""
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")  # legends sit outside the axes
     plt.close(fig)
@@ -105,7 +106,7 @@ def _roc_triple(ax, rec):
                    f"({_per_class(rec.n_test_per_class)})\neach pair scored by P(its second class)")
 
 
-def plot_roc(records, experiment, test_fraction, path):
+def roc_figure(records, experiment, test_fraction):
     """ROC curves of one experiment at one test fraction (Figs. 1-3): a panel for the binary
     scenarios and one for the triple's pairs, each only when the run has it."""
     binary = [r for r in records if r.binary is not None]
@@ -118,10 +119,10 @@ def plot_roc(records, experiment, test_fraction, path):
         else:
             _roc_triple(ax, triple[0])
     fig.suptitle(f"{EXPERIMENT_TITLES[experiment]}: test set {_pct(test_fraction)} of the patients")
-    return _save(fig, path)
+    return fig
 
 
-def plot_incremental(records, path):
+def incremental_figure(records):
     """Baseline (FFDM only) vs incremental AUC per scenario with the paired DeLong p, one panel
     per test fraction (Fig. 4)."""
     fracs = sorted({r.test_fraction for r in records})
@@ -144,10 +145,10 @@ def plot_incremental(records, path):
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     fig.suptitle("Incremental transfer learning vs baseline, same test images (p: paired DeLong test)")
-    return _save(fig, path)
+    return fig
 
 
-def plot_robustness(records, path):
+def robustness_figure(records):
     """AUC against the held-out test fraction, one panel per experiment (Fig. 5)."""
     experiments = [e for e in EXPERIMENTS if any(r.experiment == e for r in records)]
     fracs = sorted({r.test_fraction for r in records})
@@ -166,7 +167,7 @@ def plot_robustness(records, path):
     axes[0][0].set_ylabel("test AUC (triple: mean pairwise)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def smoothing_window(iters):
@@ -192,7 +193,7 @@ def lr_steps(rows):
     return [int(rows[i]["iteration"]) for i in np.flatnonzero(np.diff(lr)) + 1]
 
 
-def plot_training(out, records, experiment, k, path):
+def training_figure(out, records, experiment, k):
     """Small multiples of one experiment: a row per scenario, loss and minibatch accuracy, a line
     per test fraction, each smoothed over ``k`` iterations; dotted verticals where the lr dropped."""
     recs = [r for r in records if r.experiment == experiment]
@@ -218,7 +219,7 @@ def plot_training(out, records, experiment, k, path):
                loc="outside lower center", ncol=len(fracs), fontsize=8)
     fig.suptitle(f"Training, {EXPERIMENT_TITLES[experiment]}: {smoothing_words(k)}; dotted lines: lr steps",
                  fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 # ----------------------------------------------------------------------------- report.md
@@ -361,7 +362,7 @@ def section_experiment(out, cfg, records, experiment, test_fraction):
         if r.triple is not None:
             lines += ["Triple scenario, pairwise AUCs: " + ", ".join(f"{p.name} {p.auc:.3f}" for p in r.triple.pairs),
                       ""]
-    fig = plot_roc(recs, experiment, test_fraction, out / "figures" / f"roc_{experiment}.png")
+    fig = _save(roc_figure(recs, experiment, test_fraction), out / "figures" / f"roc_{experiment}.png")
     lines += [f"![ROC curves, {experiment}, test set {_pct(test_fraction)}](figures/{fig.name})", ""]
     if cfg.cv >= 2:
         lines += [f"Cross-validation: {cfg.cv} folds over the training patients, each model trained on "
@@ -387,7 +388,7 @@ def section_incremental(out, records):
              "--" if r.incremental.p_delong is None else f"{r.incremental.p_delong:.3f}",
              _paper_incremental(r.scenario)]
             for r in sorted(inc, key=lambda r: r.test_fraction)]
-    fig = plot_incremental(inc, out / "figures" / "incremental.png")
+    fig = _save(incremental_figure(inc), out / "figures" / "incremental.png")
     return ["### Incremental transfer vs baseline (same FFDM test images, paired DeLong test)", "",
             f"Pretraining: {inc[0].incremental.pretrained_on}. The triple scenario has no paired test (as in the "
             "paper).", "",
@@ -406,7 +407,7 @@ def section_robustness(out, cfg, records):
         for scen in cfg.scenarios:
             vals = {r.test_fraction: r.auc for r in records if r.experiment == exp and r.scenario == scen}
             rows.append([exp, scen] + [f"{vals[f]:.3f}" if f in vals else "--" for f in fracs])
-    fig = plot_robustness(records, out / "figures" / "robustness.png")
+    fig = _save(robustness_figure(records), out / "figures" / "robustness.png")
     return ["### Robustness over the test fraction (Fig. 5)", "",
             "Test AUC of every model; the sections above give the CIs at the first test fraction, "
             "`results.json` at every one.", "",
@@ -488,7 +489,7 @@ def section_training(out, cfg, records):
              f"{1 / cfg.gamma:g} (every {cfg.lr_step} iterations). Incremental: the FFDM fine-tuning stage.", ""]
     for exp in cfg.experiments:
         if any(r.experiment == exp for r in records):
-            fig = plot_training(out, records, exp, k, out / "figures" / f"training_{exp}.png")
+            fig = _save(training_figure(out, records, exp, k), out / "figures" / f"training_{exp}.png")
             lines += [f"![training curves, {exp}](figures/{fig.name})", ""]
     return lines
 
