@@ -1,4 +1,4 @@
-"""The one place where the array module (NumPy or CuPy) is chosen.
+"""The one place where implementations are chosen, and the runtime state behind them.
 
 Every layer is written once against an *array module* ``xp`` with NumPy's API.
 Which module that is gets decided here, and only here:
@@ -10,44 +10,48 @@ Which module that is gets decided here, and only here:
 ``set_backend(name)`` does the same from code (``run.py --device`` calls it).
 Importing this package never imports CuPy unless one of those asks for it.
 
-Operations that have a hand-written CUDA kernel are decorated with
-:func:`gpu_twin`: the NumPy version is the function body, and the CuPy twin of
-the same name in :mod:`alexnet_np.cuda_kernels` is picked *by the type of the
-first argument*. No layer ever branches on "am I on the GPU?".
+The primitives in ops.py are decorated with :func:`dispatched`: the function
+body is the plain *reference* version (the readable definition, and the
+tests' oracle), and the decorator picks, call by call, the implementation that
+runs, from the type of the first argument and the settings:
 
-The same decorator picks the CPU version. The function bodies in ops.py are
-the plain *reference* versions (the readable definitions, and the tests'
-oracle); :mod:`alexnet_np.cpu_kernels` holds faster twins of some of them,
-used for NumPy arrays by default:
+* a CuPy array: the CUDA twin of the same name in :mod:`alexnet_np.cuda_kernels`;
+* a NumPy array, ``ALEXNET_NP_CPU_KERNELS=fast`` (default): the fast CPU twin of
+  the same name in :mod:`alexnet_np.cpu_kernels` when one exists;
+* ``ALEXNET_NP_CPU_KERNELS=reference`` (or no twin): the reference body.
 
-* ``ALEXNET_NP_CPU_KERNELS=fast`` (default) -- the cpu_kernels twin when one exists;
-* ``ALEXNET_NP_CPU_KERNELS=reference`` -- always the plain ops.py body (teaching, auditing).
-
-``set_cpu_kernels(name)`` does the same from code.
-
-One fast CPU path is a different algorithm rather than a twin: with the fast
-kernels, the 3x3 stride-1 convolutions of NumPy arrays (conv3 to conv5) run
-Winograd's F(2x2, 3x3) (:mod:`alexnet_np.winograd`) instead of im2col + GEMM;
-:func:`conv_algorithm` decides, ``ALEXNET_NP_WINOGRAD=0`` or
-``set_winograd(False)`` switches it off. The results agree with im2col's to
+``set_cpu_kernels(name)`` does the same from code. No layer ever branches on
+"am I on the GPU?". The convolution has one more implementation, a different
+algorithm rather than a twin: with the fast CPU kernels, 3x3 stride-1
+convolutions of NumPy arrays (conv3 to conv5) run Winograd's F(2x2, 3x3)
+(:mod:`alexnet_np.winograd`) instead of im2col + GEMM; ``ALEXNET_NP_WINOGRAD=0``
+or ``set_winograd(False)`` switches it off. Its results agree with im2col's to
 float rounding, not bit for bit.
+
+Every dispatched call is counted by (op, implementation): :func:`kernels_used`
+says which implementations a run actually used (reference / fast CPU /
+Winograd / CUDA).
+
+All of this state -- the array module, the kernel choice, the Winograd switch,
+the CPU worker threads, the scratch buffers and the counts -- lives in one
+:class:`Runtime` object, ``RUNTIME``; the module-level functions below are thin
+wrappers over it.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import os
+import queue
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
 _VALID = ("numpy", "cupy", "auto")
-_xp = None  # the chosen module, resolved lazily on first use
 _CPU_KERNELS = ("fast", "reference")
-_cpu_kernels = None  # "fast" or "reference", resolved lazily on first use
-_cpu_twins = None    # op name -> its cpu_kernels twin; built on first use, reset by set_cpu_kernels
-_winograd = None     # whether NumPy 3x3 stride-1 convolutions use Winograd; resolved on first use
-_scratch_store = threading.local()
+# What kernels_used() reports: the primitives' implementations, then the convolution's algorithms.
+IMPLEMENTATIONS = ("reference", "fast CPU", "CUDA", "im2col + GEMM", "Winograd")
 
 
 def _import_cupy():
@@ -61,49 +65,14 @@ def _import_cupy():
     return None
 
 
-def set_backend(name: str):
-    """Select the array module: ``"numpy"``, ``"cupy"`` or ``"auto"``; returns it."""
-    global _xp
-    name = str(name).lower()
-    if name in ("cpu",):
-        name = "numpy"
-    if name in ("gpu", "cuda"):
-        name = "cupy"
-    if name not in _VALID:
-        raise ValueError(f"backend must be one of {_VALID} (or cpu/gpu), got {name!r}")
-    if name == "numpy":
-        _xp = np
-    else:
-        cupy = _import_cupy()
-        if cupy is None and name == "cupy":
-            raise RuntimeError(
-                "backend 'cupy' requested but CuPy is not installed or sees no CUDA GPU; "
-                "install the wheel named in requirements-gpu.txt, or use the numpy backend")
-        _xp = cupy if cupy is not None else np
-    return _xp
-
-
-def xp():
-    """The array module chosen for new arrays (NumPy unless configured otherwise)."""
-    if _xp is None:
-        set_backend(os.environ.get("ALEXNET_NP_BACKEND", "numpy"))
-    return _xp
-
-
-def enable_tf32(enabled: bool = True):
-    """Let cuBLAS run float32 GEMMs on TF32 tensor cores (10-bit mantissa products, float32
-    accumulation): faster, slightly less exact. Off by default; CuPy backend only."""
-    cupy = _import_cupy()
-    if cupy is None:
-        raise RuntimeError("TF32 needs the CuPy backend and a CUDA GPU")
-    from cupy_backends.cuda.libs import cublas
-    # cuBLAS enum values; older CuPy builds do not export the TF32 name.
-    mode = getattr(cublas, "CUBLAS_TF32_TENSOR_OP_MATH", 3) if enabled else getattr(cublas, "CUBLAS_DEFAULT_MATH", 0)
-    cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
-
-
-def backend_name() -> str:
-    return "cupy" if xp() is not np else "numpy"
+def _thread_count() -> int:
+    """As many threads as BLAS uses: OPENBLAS_NUM_THREADS or OMP_NUM_THREADS when set,
+    else the number of cores this process may run on (OpenBLAS's own default)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def is_gpu_array(a) -> bool:
@@ -118,6 +87,294 @@ def array_module(a):
     return np
 
 
+@dataclass(frozen=True)
+class KernelUse:
+    """How often one op ran one implementation (``implementation`` one of IMPLEMENTATIONS)."""
+    op: str
+    implementation: str
+    calls: int
+
+
+@dataclass(frozen=True)
+class KernelsUsed:
+    """Which implementation each dispatched op ran since the counts were last reset."""
+    uses: tuple  # of KernelUse, sorted by op and implementation
+
+    @property
+    def implementations(self) -> tuple:
+        """The implementations that ran at least once, in IMPLEMENTATIONS' order."""
+        ran = {u.implementation for u in self.uses}
+        return tuple(i for i in IMPLEMENTATIONS if i in ran)
+
+    def ops(self, implementation: str) -> tuple:
+        """The ops that ran ``implementation`` at least once."""
+        return tuple(u.op for u in self.uses if u.implementation == implementation)
+
+    def summary(self) -> str:
+        """One line per implementation that ran, e.g. ``fast CPU: col2im, im2col, ...``."""
+        if not self.uses:
+            return "no dispatched op has run"
+        return "\n".join(f"{i}: {', '.join(self.ops(i))}" for i in self.implementations)
+
+
+class Runtime:
+    """Everything alexnet_np decides or keeps at run time, in one object.
+
+    Lifetime: one per process, ``RUNTIME``, made when alexnet_np is imported,
+    with no setting resolved yet. Each setting is resolved at its first use --
+    from its environment variable (ALEXNET_NP_BACKEND, ALEXNET_NP_CPU_KERNELS,
+    ALEXNET_NP_WINOGRAD) unless a ``set_*`` call chose it first -- and holds
+    until the next ``set_*``. The CPU worker threads start at the first
+    :meth:`parallel` call and live as long as the process (a forked child starts
+    its own). Scratch buffers are per thread, grow to the largest request and
+    live as long as the process. The kernel counts grow from import (or from
+    :meth:`reset_counts`).
+
+    Arrays that must outlive a call (a layer's outputs, its cached tiles) are not
+    kept here: each layer keeps them in its own ``buffers`` (see :func:`kept`).
+    """
+
+    def __init__(self):
+        self.xp = None            # numpy or cupy
+        self.cpu_kernels = None   # "fast" or "reference"
+        self.winograd = None      # whether 3x3 stride-1 NumPy convolutions may use Winograd
+        self.threads = _thread_count()
+        self._twins = None        # op name -> fast CPU twin; rebuilt after set_cpu_kernels
+        self._tasks = None        # queue of (work, lo, hi, done) read by the worker threads
+        self._tasks_pid = None    # the process that started the workers
+        self._scratch = threading.local()
+        self._counts = {}         # (op, implementation) -> calls
+        self._counts_lock = threading.Lock()
+
+    # -------------------------------------------------------------- settings
+    def set_backend(self, name: str):
+        name = str(name).lower()
+        name = {"cpu": "numpy", "gpu": "cupy", "cuda": "cupy"}.get(name, name)
+        if name not in _VALID:
+            raise ValueError(f"backend must be one of {_VALID} (or cpu/gpu), got {name!r}")
+        if name == "numpy":
+            self.xp = np
+        else:
+            cupy = _import_cupy()
+            if cupy is None and name == "cupy":
+                raise RuntimeError(
+                    "backend 'cupy' requested but CuPy is not installed or sees no CUDA GPU; "
+                    "install the wheel named in requirements-gpu.txt, or use the numpy backend")
+            self.xp = cupy if cupy is not None else np
+        return self.xp
+
+    def array_module(self):
+        if self.xp is None:
+            self.set_backend(os.environ.get("ALEXNET_NP_BACKEND", "numpy"))
+        return self.xp
+
+    def set_cpu_kernels(self, name: str) -> str:
+        name = str(name).lower()
+        if name not in _CPU_KERNELS:
+            raise ValueError(f"CPU kernels must be one of {_CPU_KERNELS}, got {name!r}")
+        self.cpu_kernels, self._twins = name, None
+        return name
+
+    def cpu_kernels_name(self) -> str:
+        if self.cpu_kernels is None:
+            self.set_cpu_kernels(os.environ.get("ALEXNET_NP_CPU_KERNELS", "fast"))
+        return self.cpu_kernels
+
+    def set_winograd(self, enabled: bool) -> bool:
+        self.winograd = bool(enabled)
+        return self.winograd
+
+    def winograd_enabled(self) -> bool:
+        if self.winograd is None:
+            value = os.environ.get("ALEXNET_NP_WINOGRAD", "").strip().lower()
+            if value not in ("", "1", "on", "true", "yes", "0", "off", "false", "no"):
+                raise ValueError(f"ALEXNET_NP_WINOGRAD must be 1/on/true/yes or 0/off/false/no, "
+                                 f"got {value!r}")
+            self.set_winograd(value not in ("0", "off", "false", "no"))
+        return self.winograd
+
+    # -------------------------------------------------------------- dispatch
+    def conv_algorithm(self, a, kernel: int, stride: int) -> str:
+        """``"winograd"`` for a NumPy array, 3x3 kernel, stride 1, the fast CPU kernels and
+        Winograd allowed; else ``"im2col"`` (the reference, and the CuPy path)."""
+        if (kernel == 3 and stride == 1 and not is_gpu_array(a) and self.winograd_enabled()
+                and self.cpu_kernels_name() == "fast"):
+            return "winograd"
+        return "im2col"
+
+    def implementation(self, name, reference, args):
+        """(function, implementation) that runs op ``name`` on ``args`` (see the module
+        docstring); ``reference`` is the op's reference body."""
+        a = args[0]
+        conv = name in ("conv_forward", "conv_backward")
+        if conv and (args[1].algorithm == "winograd" if name == "conv_backward"    # as the forward
+                     else self.conv_algorithm(a, args[1].shape[-1], args[3]) == "winograd"):
+            from . import winograd
+            return getattr(winograd, name), "Winograd"
+        if conv:  # im2col + GEMM, whose im2col and col2im are dispatched in turn
+            return reference, "im2col + GEMM"
+        if is_gpu_array(a):
+            from . import cuda_kernels  # imported only once a CuPy array exists
+            return getattr(cuda_kernels, name), "CUDA"
+        if self.cpu_kernels_name() == "reference":
+            return reference, "reference"
+        if self._twins is None:
+            from . import cpu_kernels  # imported once a NumPy array reaches an op
+            self._twins = {n: getattr(cpu_kernels, n) for n in cpu_kernels.__all__}
+        twin = self._twins.get(name)
+        return (twin, "fast CPU") if twin is not None else (reference, "reference")
+
+    def count(self, op: str, implementation: str):
+        key = (op, implementation)
+        with self._counts_lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def kernels_used(self) -> KernelsUsed:
+        with self._counts_lock:
+            uses = [KernelUse(op, impl, n) for (op, impl), n in sorted(self._counts.items())]
+        return KernelsUsed(tuple(uses))
+
+    def reset_counts(self):
+        with self._counts_lock:
+            self._counts.clear()
+
+    # -------------------------------------------------------------- threads, scratch
+    def parallel(self, work, n: int):
+        """Run ``work(lo, hi)`` on ``threads`` contiguous shares of range(n), one per worker
+        thread, and wait for all of them (NumPy releases the GIL in its loops and copies).
+        With one thread, or nothing to share, the caller runs it."""
+        if self.threads == 1 or n <= 1:
+            work(0, n)
+            return
+        if self._tasks_pid != os.getpid():
+            self._tasks, self._tasks_pid = queue.SimpleQueue(), os.getpid()
+            for _ in range(self.threads):
+                threading.Thread(target=_worker, args=(self._tasks,), daemon=True).start()
+        done = queue.SimpleQueue()
+        bounds = [n * t // self.threads for t in range(self.threads + 1)]
+        for t in range(self.threads):
+            self._tasks.put((work, bounds[t], bounds[t + 1], done))
+        errors = [done.get() for _ in range(self.threads)]
+        for e in errors:
+            if e is not None:
+                raise e
+
+    def scratch(self, shape, dtype, m, slot: str):
+        """A scratch array of this thread, array module, dtype and ``slot``, grown to the
+        largest request (see the module-level :func:`scratch`)."""
+        key = (m.__name__, np.dtype(dtype).str, slot)
+        store = getattr(self._scratch, "buffers", None)
+        if store is None:
+            store = self._scratch.buffers = {}
+        size = int(np.prod(shape))
+        if key not in store or store[key].size < size:
+            store[key] = m.empty(size, dtype=dtype)
+        return store[key][:size].reshape(shape)
+
+
+def _worker(tasks):
+    while True:
+        work, lo, hi, done = tasks.get()
+        try:
+            work(lo, hi)
+            done.put(None)
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller, re-raised there
+            done.put(e)
+
+
+RUNTIME = Runtime()
+
+
+# ----------------------------------------------------------------------------- thin wrappers
+def set_backend(name: str):
+    """Select the array module: ``"numpy"``, ``"cupy"`` or ``"auto"``; returns it."""
+    return RUNTIME.set_backend(name)
+
+
+def xp():
+    """The array module chosen for new arrays (NumPy unless configured otherwise)."""
+    return RUNTIME.array_module()
+
+
+def backend_name() -> str:
+    return "cupy" if xp() is not np else "numpy"
+
+
+def set_cpu_kernels(name: str) -> str:
+    """Select the CPU primitives: ``"fast"`` (alexnet_np.cpu_kernels where a twin exists)
+    or ``"reference"`` (the plain bodies in ops.py); returns the name."""
+    return RUNTIME.set_cpu_kernels(name)
+
+
+def cpu_kernels_name() -> str:
+    """``"fast"`` or ``"reference"``: which CPU primitives NumPy arrays get."""
+    return RUNTIME.cpu_kernels_name()
+
+
+def set_winograd(enabled: bool) -> bool:
+    """Let the 3x3, stride-1 convolutions of NumPy arrays use Winograd's F(2x2, 3x3)
+    (alexnet_np.winograd; on by default with the fast CPU kernels, env
+    ``ALEXNET_NP_WINOGRAD=0`` turns it off); returns the setting."""
+    return RUNTIME.set_winograd(enabled)
+
+
+def winograd_enabled() -> bool:
+    """Whether Winograd is allowed (``set_winograd``, else ALEXNET_NP_WINOGRAD, default on)."""
+    return RUNTIME.winograd_enabled()
+
+
+def conv_algorithm(a, kernel: int, stride: int) -> str:
+    """How a convolution of array ``a`` runs: ``"winograd"`` (F(2x2, 3x3), a fast CPU path:
+    NumPy array, 3x3 kernel, stride 1, fast CPU kernels, Winograd not switched off) or
+    ``"im2col"`` (im2col + GEMM: the reference, and the CuPy path with its CUDA kernels)."""
+    return RUNTIME.conv_algorithm(a, kernel, stride)
+
+
+def kernels_used() -> KernelsUsed:
+    """Which implementation (reference / fast CPU / Winograd / CUDA) each dispatched op ran
+    since import or the last :func:`reset_kernels_used`, with call counts."""
+    return RUNTIME.kernels_used()
+
+
+def reset_kernels_used():
+    """Start the counts of :func:`kernels_used` afresh (e.g. at the start of a training run)."""
+    RUNTIME.reset_counts()
+
+
+def dispatched(fn):
+    """Decorator: the one place where an op's implementation is chosen, and counted.
+
+    The decorated body is the reference. Each call runs the implementation that
+    :meth:`Runtime.implementation` picks -- the CUDA twin for a CuPy first
+    argument, the fast CPU twin, Winograd for the convolutions it applies to, or
+    the reference -- and counts it for :func:`kernels_used`. All twins have
+    exactly the signature of the reference, so they can be tested against each
+    other; ``dispatch.reference`` is the reference itself.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def dispatch(*args, **kwargs):
+        impl, kind = RUNTIME.implementation(name, fn, args)
+        RUNTIME.count(name, kind)
+        return impl(*args, **kwargs)
+
+    dispatch.reference = fn
+    return dispatch
+
+
+def enable_tf32(enabled: bool = True):
+    """Let cuBLAS run float32 GEMMs on TF32 tensor cores (10-bit mantissa products, float32
+    accumulation): faster, slightly less exact. Off by default; CuPy backend only."""
+    cupy = _import_cupy()
+    if cupy is None:
+        raise RuntimeError("TF32 needs the CuPy backend and a CUDA GPU")
+    from cupy_backends.cuda.libs import cublas
+    # cuBLAS enum values; older CuPy builds do not export the TF32 name.
+    mode = getattr(cublas, "CUBLAS_TF32_TENSOR_OP_MATH", 3) if enabled else getattr(cublas, "CUBLAS_DEFAULT_MATH", 0)
+    cublas.setMathMode(cupy.cuda.device.get_cublas_handle(), mode)
+
+
 def asarray(a, dtype=None):
     """Move/convert ``a`` to the chosen backend (a host array becomes a device array on CuPy)."""
     return xp().asarray(a, dtype=dtype)
@@ -130,105 +387,19 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def set_cpu_kernels(name: str) -> str:
-    """Select the CPU primitives: ``"fast"`` (alexnet_np.cpu_kernels where a twin exists)
-    or ``"reference"`` (the plain bodies in ops.py); returns the name."""
-    global _cpu_kernels, _cpu_twins
-    name = str(name).lower()
-    if name not in _CPU_KERNELS:
-        raise ValueError(f"CPU kernels must be one of {_CPU_KERNELS}, got {name!r}")
-    _cpu_kernels, _cpu_twins = name, None
-    return name
-
-
-def cpu_kernels_name() -> str:
-    """``"fast"`` or ``"reference"``: which CPU primitives NumPy arrays get."""
-    if _cpu_kernels is None:
-        set_cpu_kernels(os.environ.get("ALEXNET_NP_CPU_KERNELS", "fast"))
-    return _cpu_kernels
-
-
-def _cpu_twin(name):
-    """The fast CPU twin of op ``name``, or None (reference mode, or no twin).
-
-    All twins are looked up at once, on the first call: after that every call
-    takes the same path (the model's call-count test relies on that)."""
-    global _cpu_twins
-    if _cpu_twins is None:
-        twins = {}
-        if cpu_kernels_name() == "fast":
-            from . import cpu_kernels  # imported once a NumPy array reaches an op
-            twins = {n: getattr(cpu_kernels, n) for n in cpu_kernels.__all__}
-        _cpu_twins = twins
-    return _cpu_twins.get(name)
-
-
-def gpu_twin(fn):
-    """Decorator: the one place where an op's implementation is chosen.
-
-    The decorated body is the NumPy reference. A CuPy first argument goes to the
-    twin of the same name in ``alexnet_np.cuda_kernels``; a NumPy one to the twin
-    in ``alexnet_np.cpu_kernels`` when it exists and the fast CPU kernels are
-    selected (the default), else to the reference. All twins have exactly the
-    signature of the reference, so they can be tested against each other;
-    ``dispatch.numpy_impl`` is the reference itself.
-    """
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    def dispatch(a, *args, **kwargs):
-        if is_gpu_array(a):
-            from . import cuda_kernels  # imported only once a CuPy array exists
-            return getattr(cuda_kernels, name)(a, *args, **kwargs)
-        return (_cpu_twin(name) or fn)(a, *args, **kwargs)
-
-    dispatch.numpy_impl = fn
-    return dispatch
-
-
-def set_winograd(enabled: bool) -> bool:
-    """Let the 3x3, stride-1 convolutions of NumPy arrays use Winograd's F(2x2, 3x3)
-    (alexnet_np.winograd; on by default with the fast CPU kernels, env
-    ``ALEXNET_NP_WINOGRAD=0`` turns it off); returns the setting."""
-    global _winograd
-    _winograd = bool(enabled)
-    return _winograd
-
-
-def winograd_enabled() -> bool:
-    """Whether Winograd is allowed (``set_winograd``, else ALEXNET_NP_WINOGRAD, default on)."""
-    if _winograd is None:
-        value = os.environ.get("ALEXNET_NP_WINOGRAD", "").strip().lower()
-        if value not in ("", "1", "on", "true", "yes", "0", "off", "false", "no"):
-            raise ValueError(f"ALEXNET_NP_WINOGRAD must be 1/on/true/yes or 0/off/false/no, got {value!r}")
-        set_winograd(value not in ("0", "off", "false", "no"))
-    return _winograd
-
-
-def conv_algorithm(a, kernel: int, stride: int) -> str:
-    """How a convolution of array ``a`` runs: ``"winograd"`` (F(2x2, 3x3), a fast CPU path:
-    NumPy array, 3x3 kernel, stride 1, fast CPU kernels, Winograd not switched off) or
-    ``"im2col"`` (im2col + GEMM: the reference, and the CuPy path with its CUDA kernels)."""
-    if (winograd_enabled() and kernel == 3 and stride == 1 and not is_gpu_array(a)
-            and cpu_kernels_name() == "fast"):
-        return "winograd"
-    return "im2col"
-
-
 def parallel(a, work, n: int):
     """Run ``work(lo, hi)`` over all of range(n): for a NumPy array ``a`` split over the
-    CPU worker threads of alexnet_np.cpu_kernels (NumPy releases the GIL in its loops),
-    for a CuPy array in one call (the GPU runs each operation in parallel already)."""
+    CPU worker threads (Runtime.parallel), for a CuPy array in one call (the GPU runs
+    each operation in parallel already)."""
     if is_gpu_array(a):
         work(0, n)
         return
-    from . import cpu_kernels
-    cpu_kernels.parallel(work, n)
+    RUNTIME.parallel(work, n)
 
 
 def scratch(shape, dtype, m, slot: str = "gemm"):
-    """A scratch array for a temporary that never outlives one layer call (the convolution's
-    GEMM output, its transposed output gradient, Winograd's tile arrays).
+    """A scratch array for a temporary that never outlives one call (the convolution's GEMM
+    output, its transposed output gradient, Winograd's tile arrays, im2col's padded input).
 
     One buffer per thread, array module, dtype and ``slot`` (temporaries alive at
     the same time take different slots), shared by all layers and grown to the
@@ -236,11 +407,21 @@ def scratch(shape, dtype, m, slot: str = "gemm"):
     the kernel's zero-fill of every page, each step, more than the copy that
     fills it.
     """
-    key = (m.__name__, np.dtype(dtype).str, slot)
-    store = getattr(_scratch_store, "buffers", None)
-    if store is None:
-        store = _scratch_store.buffers = {}
-    size = int(np.prod(shape))
-    if key not in store or store[key].size < size:
-        store[key] = m.empty(size, dtype=dtype)
-    return store[key][:size].reshape(shape)
+    return RUNTIME.scratch(shape, dtype, m, slot)
+
+
+def kept(buffers, key, shape, dtype, m):
+    """``buffers[key]``, an array kept between calls by its owner (a layer's ``buffers``
+    dict), allocated again only when the shape, dtype or array module changes; a fresh
+    array when ``buffers`` is None.
+
+    This is how the layers avoid a fresh array of tens of megabytes (a page fault
+    and a zero-fill per page, each step) for their outputs: what a layer's forward
+    or backward returns lives in its buffers and is overwritten by its next call
+    of the same kind (copy it to keep it)."""
+    if buffers is None:
+        return m.empty(shape, dtype=dtype)
+    a = buffers.get(key)
+    if a is None or a.shape != tuple(shape) or a.dtype != dtype or array_module(a) is not m:
+        a = buffers[key] = m.empty(shape, dtype=dtype)
+    return a

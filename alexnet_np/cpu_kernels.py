@@ -1,7 +1,7 @@
 """Fast CPU kernels: drop-in twins of the NumPy references in ops.py.
 
 Each function here has exactly the signature and the semantics of the function
-of the same name in :mod:`alexnet_np.ops`; :func:`~alexnet_np.backend.gpu_twin`
+of the same name in :mod:`alexnet_np.ops`; :func:`~alexnet_np.backend.dispatched`
 sends NumPy arrays here unless ``ALEXNET_NP_CPU_KERNELS=reference`` (or
 ``set_cpu_kernels("reference")``) asks for the plain versions.
 tests/test_cpu_kernels.py checks every one against its reference.
@@ -22,128 +22,41 @@ Why these are faster, with plain NumPy only:
   back to the kernel and fault them in again, which cost more than the
   arithmetic.
 * **Threads.** NumPy releases the GIL inside ufunc loops and copies, so the
-  slabs are shared among :data:`THREADS` worker threads, one per core that
-  BLAS uses (the GEMMs never run at the same time as these kernels).
+  slabs are shared among the runtime's worker threads (``RUNTIME.threads``), one
+  per core that BLAS uses (the GEMMs never run at the same time as these kernels).
+* **Outputs kept by the caller.** A fresh array of tens of megabytes costs a page
+  fault and the kernel's zero-fill for every page, each training step (a third
+  of a step's CPU time on the development machine); the outputs go into the
+  caller's ``buffers`` (a layer's, see ops.py) instead.
 * **Fewer, cheaper operations**: separable max pooling, products by boolean
   masks instead of ``np.where``, division instead of ``np.reciprocal``, a
   phase-split accumulator for the pooling backward.
 """
 from __future__ import annotations
 
-import os
-import queue
-import sys
-import threading
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from . import ops
+from .backend import RUNTIME, kept, scratch
 from .ops import _pool_windows, conv_out_size
 
-# The twins of ops.py functions; backend.gpu_twin sends NumPy arrays to these.
+# The twins of ops.py functions; backend.dispatched sends NumPy arrays to these.
 __all__ = ["col2im", "im2col", "lrn_backward", "lrn_forward", "maxpool", "maxpool_backward",
            "maxpool_forward", "relu_backward", "relu_forward", "sgd_update"]
 
 
-# ----------------------------------------------------------------------------- threads, blocks
-def _thread_count() -> int:
-    """As many threads as BLAS uses: OPENBLAS_NUM_THREADS or OMP_NUM_THREADS when set,
-    else the number of cores this process may run on (OpenBLAS's own default)."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-THREADS = _thread_count()
+# ----------------------------------------------------------------------------- blocks
 # The input slab of one block step. Smaller slabs stay closer to the core (L2 is
 # 1 MB per core on Zen 4 and Skylake-X), larger ones pay NumPy's per-call overhead
 # (and the GIL held during it) less often; 512 kB measured best on the development
 # machine (2-core Zen 4, 32 MB L3), 128 kB and 2 MB within 30%.
 BLOCK_BYTES = 512 * 1024
 
-_tasks = None      # queue of (work, lo, hi, done) read by the worker threads
-_tasks_pid = None  # the process that started the workers (a forked child starts its own)
-
-
-def _worker(tasks):
-    while True:
-        work, lo, hi, done = tasks.get()
-        try:
-            work(lo, hi)
-            done.put(None)
-        except BaseException as e:  # noqa: BLE001 -- handed to the caller, re-raised there
-            done.put(e)
-
 
 def parallel(work, n):
-    """Run ``work(lo, hi)`` on THREADS contiguous shares of range(n), one per worker
-    thread, and wait for all of them.
-
-    The work always goes to the workers, even for tiny n, and the caller waits
-    inside C (``SimpleQueue.get``): the calling thread executes the same Python
-    calls whatever n is, which keeps the model's call-count test meaningful.
-    """
-    global _tasks, _tasks_pid
-    if _tasks_pid != os.getpid():
-        _tasks, _tasks_pid = queue.SimpleQueue(), os.getpid()
-        for _ in range(THREADS):
-            threading.Thread(target=_worker, args=(_tasks,), daemon=True).start()
-    done = queue.SimpleQueue()
-    bounds = [n * t // THREADS for t in range(THREADS + 1)]
-    for t in range(THREADS):
-        _tasks.put((work, bounds[t], bounds[t + 1], done))
-    errors = [done.get() for _ in range(THREADS)]
-    for e in errors:
-        if e is not None:
-            raise e
-
-
-# ----------------------------------------------------------------------------- output arrays
-RECYCLE_HORIZON = 256  # a shape not requested again within this many requests is forgotten
-
-_recycled = {}         # (shape, dtype) -> the output arrays of that kind handed out so far
-_last_request = {}     # (shape, dtype) -> number of the last request for it
-_requests = 0
-_recycled_lock = threading.Lock()
-
-
-def _empty(shape, dtype):
-    """``np.empty(shape, dtype)`` for a kernel's output, recycling the memory of an earlier output.
-
-    A fresh array of tens of megabytes costs a page fault and the kernel's
-    zero-fill for every page it touches, each training step; on the development
-    machine that was a third of the CPU time of a step. So the outputs handed
-    out here are remembered, and one that nobody refers to any more (neither a
-    caller nor a view of it: a view refers to its base) is handed out again for
-    the next request of the same shape and dtype. Shapes not requested during
-    the last RECYCLE_HORIZON requests are forgotten, so memory follows the
-    working set when shapes change (another batch size).
-
-    The code runs the same Python-level calls whether it recycles or not (a
-    fresh ``np.empty`` is only an address-space reservation until touched, so it
-    is always made and dropped when unused), which keeps the model's call-count
-    test meaningful.
-    """
-    global _requests
-    key = (tuple(shape), np.dtype(dtype))
-    fresh = np.empty(key[0], dtype=key[1])
-    with _recycled_lock:
-        _requests += 1
-        pool = _recycled.setdefault(key, [])
-        pool.append(fresh)
-        del fresh
-        # a reference count of 2 -- the pool's and getrefcount's argument -- means free;
-        # the fresh array at the end is free, so there is always one
-        i = list(map(sys.getrefcount, pool)).index(2)
-        out = pool[i]
-        del pool[max(i + 1, len(pool) - 1):]  # drops the fresh array unless it is the one chosen
-        _last_request[key] = _requests
-        for old in [k for k, last in _last_request.items() if _requests - last > RECYCLE_HORIZON]:
-            del _recycled[old], _last_request[old]
-        return out
+    """Run ``work(lo, hi)`` over range(n) on the runtime's CPU worker threads."""
+    RUNTIME.parallel(work, n)
 
 
 def _block_items(item_bytes: int) -> int:
@@ -159,24 +72,24 @@ def _flat(a):
 
 
 # ----------------------------------------------------------------------------- im2col / col2im
-def im2col(x, kh: int, kw: int, stride: int, pad: int):
+def im2col(x, kh: int, kw: int, stride: int, pad: int, buffers=None):
     """cols[(c, i, j), (n, ho, wo)] = xpad[n, c, ho*stride + i, wo*stride + j] (see ops.im2col).
 
     Faster: the same strided copy of a 6-D view of the padded input, split by
-    images over the worker threads, with the padded input and the columns in
-    recycled memory (see _empty) instead of fresh pages.
+    images over the worker threads, the padded input in a scratch buffer and the
+    columns in ``buffers``, instead of fresh pages.
     """
     n, c, h, w = x.shape
     ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
     xp_ = x
     if pad:
-        xp_ = _empty((n, c, h + 2 * pad, w + 2 * pad), x.dtype)
+        xp_ = scratch((n, c, h + 2 * pad, w + 2 * pad), x.dtype, np, "im2col.pad")
         xp_.fill(0)
         xp_[:, :, pad:pad + h, pad:pad + w] = x
     sn, sc, sh, sw = xp_.strides
     windows = as_strided(xp_, shape=(c, kh, kw, n, ho, wo),
                          strides=(sc, sh, sw, sn, stride * sh, stride * sw), writeable=False)
-    cols = _empty((c * kh * kw, n * ho * wo), x.dtype)
+    cols = kept(buffers, "im2col.cols", (c * kh * kw, n * ho * wo), x.dtype, np)
     out = cols.reshape(c, kh, kw, n, ho, wo)
 
     def work(lo, hi):
@@ -185,7 +98,7 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     return cols
 
 
-def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
+def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int, buffers=None):
     """dx[n, c, y, x] = sum of cols[(c, i, j), (n, ho, wo)] over ho*stride + i - pad = y,
     wo*stride + j - pad = x (see ops.col2im; the same additions in the same order, so
     identical results for finite inputs).
@@ -201,7 +114,7 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
     n, c, h, w = x_shape
     ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
     taps = cols.reshape(c, kh, kw, n, ho, wo)
-    dx = _empty((n, c, h, w), cols.dtype)
+    dx = kept(buffers, "col2im.dx", (n, c, h, w), cols.dtype, np)
     if stride == 1 and (ho, wo) == (h, w):
         _col2im_same(taps, dx, pad)
         return dx
@@ -260,7 +173,7 @@ def _col2im_same(taps, dx, pad):
 
 
 # ----------------------------------------------------------------------------- max pooling
-def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
+def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True, buffers=None):
     """Max pooling and its int8 argmax (tap i*kernel + j), ties to the first tap in row-major
     order (see ops.maxpool_forward).
 
@@ -281,13 +194,14 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
     Identical outputs and argmax, except for NaN inputs and the sign of a zero maximum.
     """
     if 2 * kernel * kernel > 127:  # the keys must fit in int8
-        return ops.maxpool_forward.numpy_impl(x, kernel, stride, ceil_mode)
+        return ops.maxpool_forward.reference(x, kernel, stride, ceil_mode)
     xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
     n, c, hp, wp = xw.shape
     s = stride
     hq = ho + (kernel - 1) // s        # rows per phase array that the windows use
     planes = xw.reshape(n * c, hp, wp)
-    out, argmax = _empty((n * c, ho, wo), x.dtype), _empty((n * c, ho, wo), np.int8)
+    out = kept(buffers, "maxpool.out", (n * c, ho, wo), x.dtype, np)
+    argmax = kept(buffers, "maxpool.argmax", (n * c, ho, wo), np.int8, np)
     k, kk = np.int8(kernel), np.int8(kernel * kernel)
     block = _block_items(hp * wp * x.itemsize)
 
@@ -321,7 +235,7 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
     return out.reshape(n, c, ho, wo), argmax.reshape(n, c, ho, wo)
 
 
-def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True):
+def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True, buffers=None):
     """maxpool_forward's output without the argmax (inference), a third to a half of its time.
 
     Separable, on a slab of planes at a time: the maximum over the window's rows
@@ -332,7 +246,7 @@ def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True):
     n, c, hp, wp = xw.shape
     s = stride
     planes = xw.reshape(n * c, hp, wp)
-    out = _empty((n * c, ho, wo), x.dtype)
+    out = kept(buffers, "maxpool.infer", (n * c, ho, wo), x.dtype, np)
     block = _block_items(hp * wp * x.itemsize)
 
     def work(lo, hi):
@@ -370,7 +284,7 @@ def _first_max(taps, best, first, key, less, penalty, base=None):
             np.minimum(first, dst, out=first)
 
 
-def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
+def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int, buffers=None):
     """dx[n, c, p*stride + i, q*stride + j] += dout[n, c, p, q] where argmax == i*kernel + j
     (see ops.maxpool_backward; the same additions in the same order).
 
@@ -390,7 +304,7 @@ def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
     wq = -(-max(w, (wo - 1) * s + kernel) // s)
     plane = (hq + 1) * wq  # one spare row: the shifted runs may reach past the last row
     d3, a3 = dout.reshape(n * c, ho, wo), argmax.reshape(n * c, ho, wo)
-    dx = _empty((n * c, h, w), dout.dtype)
+    dx = kept(buffers, "maxpool.dx", (n * c, h, w), dout.dtype, np)
     block = _block_items(s * s * plane * dout.itemsize)
 
     def work(lo, hi):
@@ -478,7 +392,7 @@ def _neg_pow(a, beta: float, out, tmp):
         np.power(a, -beta, out=out)
 
 
-def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
+def lrn_forward(x, size: int, alpha: float, beta: float, k: float, buffers=None):
     """scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,  y_c = x_c * scale_c^(-beta)
     (see ops.lrn_forward; the same operations in the same order).
 
@@ -488,7 +402,8 @@ def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
     """
     x3, per, items, slab = _lrn_slabs(x, size)
     c, r = x3.shape[1], size // 2
-    y, scale = _empty(x3.shape, x.dtype), _empty(x3.shape, x.dtype)
+    y = kept(buffers, "lrn.y", x3.shape, x.dtype, np)
+    scale = kept(buffers, "lrn.scale", x3.shape, x.dtype, np)
 
     def work(lo, hi):
         halo_s = np.empty((1, per + 2 * r, x3.shape[2]), dtype=x.dtype)
@@ -508,7 +423,7 @@ def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
     return y.reshape(x.shape), scale.reshape(x.shape)
 
 
-def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float):
+def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float, buffers=None):
     """dx_c = dout_c scale_c^(-beta) - (2 alpha beta / size) x_c sum_{|c'-c| <= size//2}
     dout_{c'} y_{c'} / scale_{c'} (see ops.lrn_backward; the same operations in the same order).
 
@@ -518,7 +433,7 @@ def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float):
     x3, per, items, slab = _lrn_slabs(x, size)
     c, r = x3.shape[1], size // 2
     d3, y3, s3 = dout.reshape(x3.shape), y.reshape(x3.shape), scale.reshape(x3.shape)
-    dx = _empty(x3.shape, dout.dtype)
+    dx = kept(buffers, "lrn.dx", x3.shape, dout.dtype, np)
 
     def work(lo, hi):
         halo_s = np.empty((1, per + 2 * r, x3.shape[2]), dtype=x.dtype)
@@ -591,7 +506,7 @@ def sgd_update(w, grad, v, lr: float, momentum: float, weight_decay: float):
     """
     wf, gf, vf = _flat(w), _flat(grad), _flat(v)
     if wf is None or gf is None or vf is None or not (w.strides == grad.strides == v.strides):
-        return ops.sgd_update.numpy_impl(w, grad, v, lr, momentum, weight_decay)
+        return ops.sgd_update.reference(w, grad, v, lr, momentum, weight_decay)
     t = w.dtype.type
     block = _block_items(w.itemsize)
 

@@ -2,8 +2,10 @@
 
 Each function has exactly the signature of its NumPy twin in :mod:`alexnet_np.ops`
 and is picked automatically when the first argument is a CuPy array (see
-``backend.gpu_twin``); tests/test_cuda_kernels.py checks every one against its
+``backend.dispatched``); tests/test_cuda_kernels.py checks every one against its
 twin. GEMMs go through cuBLAS (``cupy.matmul``), everything else is here.
+The ``buffers`` argument is accepted and not used: CuPy's memory pool already
+hands freed device memory out again without the host's page faults.
 
 Design notes (why the kernels look the way they do):
 
@@ -60,7 +62,7 @@ _IM2COL = """
 """
 
 
-def im2col(x, kh, kw, stride, pad):
+def im2col(x, kh, kw, stride, pad, buffers=None):
     """CUDA twin of ops.im2col: one thread per column entry."""
     n, c, h, w = x.shape
     ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
@@ -99,7 +101,7 @@ _COL2IM = """
 """
 
 
-def col2im(cols, x_shape, kh, kw, stride, pad):
+def col2im(cols, x_shape, kh, kw, stride, pad, buffers=None):
     """CUDA twin of ops.col2im: gather-style (deterministic, no atomics)."""
     n, c, h, w = x_shape
     ho, wo = conv_out_size(h, kh, stride, pad), conv_out_size(w, kw, stride, pad)
@@ -137,7 +139,7 @@ _POOL_FWD = """
 """
 
 
-def maxpool_forward(x, kernel, stride, ceil_mode=True):
+def maxpool_forward(x, kernel, stride, ceil_mode=True, buffers=None):
     """CUDA twin of ops.maxpool_forward (ceil-mode windows clipped at the image border)."""
     n, c, h, w = x.shape
     ho = pool_out_size(h, kernel, stride, 0, ceil_mode)
@@ -151,7 +153,7 @@ def maxpool_forward(x, kernel, stride, ceil_mode=True):
     return out, argmax
 
 
-def maxpool(x, kernel, stride, ceil_mode=True):
+def maxpool(x, kernel, stride, ceil_mode=True, buffers=None):
     """CUDA twin of ops.maxpool: the forward kernel with its argmax dropped (on the GPU the
     argmax costs next to nothing, so no second kernel)."""
     return maxpool_forward(x, kernel, stride, ceil_mode)[0]
@@ -179,7 +181,7 @@ _POOL_BWD = """
 """
 
 
-def maxpool_backward(dout, argmax, x_shape, kernel, stride):
+def maxpool_backward(dout, argmax, x_shape, kernel, stride, buffers=None):
     """CUDA twin of ops.maxpool_backward: gather-style, deterministic."""
     n, c, h, w = x_shape
     ho, wo = dout.shape[2:]
@@ -227,7 +229,7 @@ _LRN_BWD = """
 """
 
 
-def lrn_forward(x, size, alpha, beta, k):
+def lrn_forward(x, size, alpha, beta, k, buffers=None):
     """CUDA twin of ops.lrn_forward: scale and output in one fused pass."""
     n, c, h, w = x.shape
     x = cp.ascontiguousarray(x)
@@ -240,7 +242,7 @@ def lrn_forward(x, size, alpha, beta, k):
     return y, scale
 
 
-def lrn_backward(dout, x, y, scale, size, alpha, beta):
+def lrn_backward(dout, x, y, scale, size, alpha, beta, buffers=None):
     """CUDA twin of ops.lrn_backward: the exact gradient in one fused pass."""
     n, c, h, w = x.shape
     dx = cp.empty_like(x)

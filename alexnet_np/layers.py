@@ -10,7 +10,13 @@ Contract shared by every layer:
   the first backward and overwritten by every later one: copy them to keep a
   step's gradients);
 * ``self.params`` / ``self.grads`` map ``"weight"`` / ``"bias"`` to arrays.
-  The model exposes them as ``"conv1.weight"`` etc.
+  The model exposes them as ``"conv1.weight"`` etc.;
+* the large arrays a layer returns (and the ones it caches) may live in
+  ``self.buffers``, the layer's own memory, kept between calls: each forward
+  overwrites what the layer's previous forward returned, each backward what its
+  previous backward returned (copy an activation or a gradient to keep it), and
+  an inference forward between a training forward and its backward overwrites
+  the cache.
 
 Shapes: activations NCHW, conv weights OIHW, linear weights (out, in).
 The array module is the one owning the input (NumPy or CuPy), see backend.py.
@@ -19,16 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import ops, winograd
-from .backend import array_module, conv_algorithm, scratch, xp
-
-
-def _kept(store, key, shape, dtype, m):
-    """``store[key]``, allocated again only when the shape, dtype or array module changes."""
-    a = store.get(key)
-    if a is None or a.shape != tuple(shape) or a.dtype != dtype or array_module(a) is not m:
-        a = store[key] = m.empty(shape, dtype=dtype)
-    return a
+from . import ops
+from .backend import array_module, kept, xp
 
 
 class Layer:
@@ -39,7 +37,7 @@ class Layer:
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
-        self.buffers: dict = {}  # work arrays kept between calls (see _buffer)
+        self.buffers: dict = {}  # arrays kept between calls: outputs, caches (backend.kept)
         self.cache = None
 
     def __repr__(self):
@@ -49,11 +47,7 @@ class Layer:
         """The array that receives the gradient of parameter ``key``: allocated once, then
         overwritten by every backward (copy ``grads`` to keep a step's gradients)."""
         p = self.params[key]
-        return _kept(self.grads, key, p.shape, p.dtype, m)
-
-    def _buffer(self, key, shape, dtype, m):
-        """A work array this layer keeps between calls."""
-        return _kept(self.buffers, key, shape, dtype, m)
+        return kept(self.grads, key, p.shape, p.dtype, m)
 
     def extra_repr(self) -> str:
         return ""
@@ -70,19 +64,11 @@ class Conv2d(Layer):
     Backward:  dW_g = (cols_g @ dY_g^T)^T,   db = sum over (n, ho, wo) of dY,
                dcols_g = W_g^T @ dY_g,   dx = col2im(dcols)   (the adjoint of im2col).
 
-    GEMM orientation: cols_g @ dY_g^T runs 2-3x faster than dY_g @ cols_g^T in
-    OpenBLAS at these shapes (a short, wide output with a very long inner
-    dimension). dcols is written into the memory of the cached cols, which the
-    backward no longer needs after dW: no new allocation of the layer's largest
-    array.
-
-    3x3 stride-1 convolutions of NumPy arrays (conv3 to conv5) run Winograd's
-    F(2x2, 3x3) instead when backend.conv_algorithm says so (the default with
-    the fast CPU kernels): the same function with 2.25x fewer multiplications,
-    formulas in alexnet_np/winograd.py:
-    Forward:   V = B^T d B per tile,  M_ab = V_ab @ U_ab^T  (U = G W G^T),  Y = A^T M A
-    Backward:  dM = A dY A^T,  dU_ab = dM_ab^T @ V_ab -> dW = G^T dU G,
-               dV_ab = dM_ab @ U_ab -> dx = B dV B^T, overlapping tiles added.
+    The two passes are ops.conv_forward and ops.conv_backward, written side by
+    side there. They are dispatched like every primitive (backend.py): with the
+    fast CPU kernels, the 3x3 stride-1 convolutions of NumPy arrays (conv3 to
+    conv5) run Winograd's F(2x2, 3x3) instead (alexnet_np/winograd.py), the same
+    function with 2.25x fewer multiplications.
     """
 
     def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, groups=1, dtype=np.float32):
@@ -104,77 +90,18 @@ class Conv2d(Layer):
         return self.out_ch, ops.conv_out_size(h, k, s, p), ops.conv_out_size(w, k, s, p)
 
     def forward(self, x, train=True):
-        m = array_module(x)
-        n, c, h, w = x.shape
-        if c != self.in_ch:
-            raise ValueError(f"{self!r} got an input with {c} channels")
-        _, ho, wo = self.output_shape(c, h, w)
-        k, s, p, g = self.kernel, self.stride, self.padding, self.groups
-        if conv_algorithm(x, k, s) == "winograd":
-            return self._forward_winograd(x, ho, wo, train)
-        cols = ops.im2col(x, k, k, s, p)                           # (C*k*k, N*Ho*Wo)
-        wg = self.params["weight"].reshape(g, self.out_ch // g, -1)  # (g, K/g, C/g*k*k)
-        y = scratch((g, self.out_ch // g, cols.shape[1]), x.dtype, m)
-        m.matmul(wg, cols.reshape(g, -1, cols.shape[1]), out=y)    # (g, K/g, N*Ho*Wo)
-        # (K, N, Ho, Wo) -> (N, K, Ho, Wo), adding the bias in the same pass.
-        out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
-        m.add(y.reshape(self.out_ch, n, ho, wo).transpose(1, 0, 2, 3),
-              self.params["bias"][None, :, None, None], out=out)
-        self.cache = ("im2col", cols, x.shape) if train else None
+        if x.shape[1] != self.in_ch:
+            raise ValueError(f"{self!r} got an input with {x.shape[1]} channels")
+        out, self.cache = ops.conv_forward(x, self.params["weight"], self.params["bias"], self.stride,
+                                           self.padding, self.groups, train, self.buffers)
         return out
 
     def backward(self, dout):
-        if self.cache[0] == "winograd":
-            return self._backward_winograd(dout)
         m = array_module(dout)
-        _, cols, x_shape = self.cache
-        self.cache = None
-        g, k, kg = self.groups, self.kernel, self.out_ch // self.groups
-        n = x_shape[0]
-        dy = scratch((self.out_ch, cols.shape[1]), dout.dtype, m)  # (K, N*Ho*Wo)
-        m.copyto(dy.reshape(self.out_ch, n, -1), dout.reshape(n, self.out_ch, -1).transpose(1, 0, 2))
-        dyg, colsg = dy.reshape(g, kg, -1), cols.reshape(g, -1, cols.shape[1])
-        dw = m.matmul(colsg, dyg.transpose(0, 2, 1))               # (g, C/g*k*k, K/g)
-        m.copyto(self._grad_buffer("weight", m).reshape(g, kg, -1), dw.transpose(0, 2, 1))
-        dy.sum(axis=1, out=self._grad_buffer("bias", m))
-        if not self.needs_input_grad:
-            return None
-        wg = self.params["weight"].reshape(g, kg, -1)
-        m.matmul(wg.transpose(0, 2, 1), dyg, out=colsg)            # dcols, over cols
-        return ops.col2im(cols, x_shape, k, k, self.stride, self.padding)
-
-    def _forward_winograd(self, x, ho, wo, train):
-        m = array_module(x)
-        n, c = x.shape[:2]
-        t = winograd.tiles(ho) * winograd.tiles(wo) * n
-        # V outlives the call when training (the backward's dU needs it): the layer's own buffer.
-        v = self._buffer("winograd.v", (16, t, c), x.dtype, m) if train else scratch(
-            (16, t, c), x.dtype, m, "winograd.v")
-        winograd.input_transform(x, self.padding, v)                # (16, T, C)
-        u = winograd.filter_transform(self.params["weight"], self.groups)  # (16, g, K/g, C/g)
-        mm = scratch((16, t, self.out_ch), x.dtype, m)
-        m.matmul(winograd.grouped(v, self.groups), u.transpose(0, 1, 3, 2),
-                 out=winograd.grouped(mm, self.groups))
-        out = m.empty((n, self.out_ch, ho, wo), dtype=x.dtype)
-        winograd.output_transform(mm, self.params["bias"], out)
-        self.cache = ("winograd", v, u, x.shape) if train else None
-        return out
-
-    def _backward_winograd(self, dout):
-        m = array_module(dout)
-        _, v, u, x_shape = self.cache
-        self.cache = None
-        g = self.groups
-        dm = winograd.output_transform_T(dout, scratch((16, v.shape[1], self.out_ch), dout.dtype, m,
-                                                        "winograd.dm"))
-        vg, dmg = winograd.grouped(v, g), winograd.grouped(dm, g)
-        du = m.matmul(dmg.transpose(0, 1, 3, 2), vg)                # (16, g, K/g, C/g)
-        m.copyto(self._grad_buffer("weight", m), winograd.filter_transform_T(du))
-        dout.sum(axis=(0, 2, 3), out=self._grad_buffer("bias", m))
-        if not self.needs_input_grad:
-            return None
-        m.matmul(dmg, u, out=vg)                                    # dV, over V
-        return winograd.input_transform_T(v, x_shape, self.padding)
+        cache, self.cache = self.cache, None
+        return ops.conv_backward(dout, cache, self.params["weight"], self.stride, self.padding,
+                                 self.groups, self._grad_buffer("weight", m),
+                                 self._grad_buffer("bias", m), self.needs_input_grad, self.buffers)
 
 
 class ReLU(Layer):
@@ -220,14 +147,14 @@ class LocalResponseNorm(Layer):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
     def forward(self, x, train=True):
-        y, scale = ops.lrn_forward(x, self.size, self.alpha, self.beta, self.k)
+        y, scale = ops.lrn_forward(x, self.size, self.alpha, self.beta, self.k, self.buffers)
         self.cache = (x, y, scale) if train else None
         return y
 
     def backward(self, dout):
         x, y, scale = self.cache
         self.cache = None
-        return ops.lrn_backward(dout, x, y, scale, self.size, self.alpha, self.beta)
+        return ops.lrn_backward(dout, x, y, scale, self.size, self.alpha, self.beta, self.buffers)
 
 
 class MaxPool2d(Layer):
@@ -254,15 +181,15 @@ class MaxPool2d(Layer):
     def forward(self, x, train=True):
         if not train:  # no backward to route: the maximum alone, without the argmax
             self.cache = None
-            return ops.maxpool(x, self.kernel, self.stride, self.ceil_mode)
-        y, argmax = ops.maxpool_forward(x, self.kernel, self.stride, self.ceil_mode)
+            return ops.maxpool(x, self.kernel, self.stride, self.ceil_mode, self.buffers)
+        y, argmax = ops.maxpool_forward(x, self.kernel, self.stride, self.ceil_mode, self.buffers)
         self.cache = (argmax, x.shape)
         return y
 
     def backward(self, dout):
         argmax, x_shape = self.cache
         self.cache = None
-        return ops.maxpool_backward(dout, argmax, x_shape, self.kernel, self.stride)
+        return ops.maxpool_backward(dout, argmax, x_shape, self.kernel, self.stride, self.buffers)
 
 
 class Dropout(Layer):

@@ -1,9 +1,19 @@
-"""Array primitives behind the layers: NumPy references with CuPy twins.
+"""Array primitives behind the layers: the readable reference of each, with faster twins.
 
 Each function here is the readable NumPy definition of one primitive. Those
-decorated with :func:`~alexnet_np.backend.gpu_twin` have a hand-written CUDA
-kernel of the same name and signature in :mod:`alexnet_np.cuda_kernels`,
-chosen automatically when the first argument is a CuPy array.
+decorated with :func:`~alexnet_np.backend.dispatched` have twins of the same
+name and signature -- a hand-written CUDA kernel in :mod:`alexnet_np.cuda_kernels`,
+a fast CPU version in :mod:`alexnet_np.cpu_kernels` -- and the decorator picks
+the one that runs (backend.py says how). The convolution (:func:`conv_forward`,
+:func:`conv_backward`) has one more implementation, Winograd's algorithm for
+3x3 filters (:mod:`alexnet_np.winograd`), picked by the same dispatch.
+
+``buffers`` (the primitives whose outputs are large): the caller's dict of
+arrays kept between calls (a layer's ``buffers``). The fast twins keep their
+outputs there, so that a training step does not pay a page fault per page of
+fresh memory for each; the references allocate fresh arrays, except the
+convolution, whose im2col path is also the fast one. An output kept in
+``buffers`` is overwritten by the next call with the same ``buffers``.
 
 Layouts (shared by both twins):
 
@@ -17,11 +27,12 @@ Layouts (shared by both twins):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .backend import gpu_twin
+from .backend import array_module, dispatched, kept, scratch
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -60,8 +71,8 @@ def _padded(x, pad: int, fill=0.0):
 
 
 # ----------------------------------------------------------------------------- im2col
-@gpu_twin
-def im2col(x, kh: int, kw: int, stride: int, pad: int):
+@dispatched
+def im2col(x, kh: int, kw: int, stride: int, pad: int, buffers=None):
     """Unfold convolution windows into columns.
 
     x: (N, C, H, W) -> cols: (C*kh*kw, N*Ho*Wo) with
@@ -79,8 +90,8 @@ def im2col(x, kh: int, kw: int, stride: int, pad: int):
     return cols
 
 
-@gpu_twin
-def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
+@dispatched
+def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int, buffers=None):
     """Adjoint of :func:`im2col`: fold column gradients back onto the image.
 
     cols: (C*kh*kw, N*Ho*Wo) -> dx: (N, C, H, W) with
@@ -99,6 +110,74 @@ def col2im(cols, x_shape, kh: int, kw: int, stride: int, pad: int):
     return np.ascontiguousarray(acc[:, :, pad:pad + h, pad:pad + w].transpose(1, 0, 2, 3))
 
 
+# ----------------------------------------------------------------------------- convolution
+@dataclass
+class ConvCache:
+    """What a convolution's backward needs: the algorithm that ran and the arrays it saved."""
+    algorithm: str          # "im2col" or "winograd"
+    x_shape: tuple
+    cols: object = None     # im2col: the columns (C*kh*kw, N*Ho*Wo)
+    v: object = None        # winograd: the input tiles (16, T, C)
+    u: object = None        # winograd: the transformed filters (16, g, K/g, C/g)
+
+
+@dispatched
+def conv_forward(x, w, b, stride: int, pad: int, groups: int, train: bool = True, buffers=None):
+    """2-D convolution with groups as im2col + one GEMM per group -> (out, cache).
+
+    x: (N, C, H, W), w: (K, C/groups, kh, kw), b: (K,) -> out: (N, K, Ho, Wo);
+    cache (a ConvCache, None unless ``train``) is what :func:`conv_backward` needs.
+
+        cols = im2col(x)                  (C*kh*kw, N*Ho*Wo)
+        Y_g  = W_g @ cols_g + b_g          per group g, W_g: (K/g, C/g*kh*kw)
+
+    The GEMM writes into a scratch buffer (backend.scratch), the output and the
+    columns into ``buffers``.
+    """
+    m = array_module(x)
+    n = x.shape[0]
+    k_out, _, kh, kw = w.shape
+    ho, wo = conv_out_size(x.shape[2], kh, stride, pad), conv_out_size(x.shape[3], kw, stride, pad)
+    cols = im2col(x, kh, kw, stride, pad, buffers)               # (C*kh*kw, N*Ho*Wo)
+    wg = w.reshape(groups, k_out // groups, -1)                   # (g, K/g, C/g*kh*kw)
+    y = scratch((groups, k_out // groups, cols.shape[1]), x.dtype, m, "gemm")
+    m.matmul(wg, cols.reshape(groups, -1, cols.shape[1]), out=y)  # (g, K/g, N*Ho*Wo)
+    # (K, N, Ho, Wo) -> (N, K, Ho, Wo), adding the bias in the same pass.
+    out = kept(buffers, "conv.out", (n, k_out, ho, wo), x.dtype, m)
+    m.add(y.reshape(k_out, n, ho, wo).transpose(1, 0, 2, 3), b[None, :, None, None], out=out)
+    return out, (ConvCache("im2col", x.shape, cols=cols) if train else None)
+
+
+@dispatched
+def conv_backward(dout, cache, w, stride: int, pad: int, groups: int, dw, db, need_dx: bool = True,
+                  buffers=None):
+    """The gradients of :func:`conv_forward`: dW into ``dw``, db into ``db``; returns dx
+    (None unless ``need_dx``).
+
+        dW_g = (cols_g @ dY_g^T)^T,   db = sum over (n, ho, wo) of dY,
+        dcols_g = W_g^T @ dY_g,   dx = col2im(dcols)   (the adjoint of im2col).
+
+    GEMM orientation: cols_g @ dY_g^T runs 2-3x faster than dY_g @ cols_g^T in
+    OpenBLAS at these shapes (a short, wide output with a very long inner
+    dimension). dcols takes the memory of the cached cols, whose last reader is
+    dW: no new allocation of the layer's largest array.
+    """
+    m = array_module(dout)
+    cols, n = cache.cols, cache.x_shape[0]
+    k_out, _, kh, kw = w.shape
+    kg = k_out // groups
+    dy = scratch((k_out, cols.shape[1]), dout.dtype, m, "gemm")   # (K, N*Ho*Wo)
+    m.copyto(dy.reshape(k_out, n, -1), dout.reshape(n, k_out, -1).transpose(1, 0, 2))
+    dyg, colsg = dy.reshape(groups, kg, -1), cols.reshape(groups, -1, cols.shape[1])
+    m.copyto(dw.reshape(groups, kg, -1), m.matmul(colsg, dyg.transpose(0, 2, 1)).transpose(0, 2, 1))
+    dy.sum(axis=1, out=db)
+    if not need_dx:
+        return None
+    dcols = colsg                                                 # cols' memory, see above
+    m.matmul(w.reshape(groups, kg, -1).transpose(0, 2, 1), dyg, out=dcols)
+    return col2im(dcols.reshape(cols.shape), cache.x_shape, kh, kw, stride, pad, buffers)
+
+
 # ----------------------------------------------------------------------------- max pooling
 def _pool_windows(x, kernel: int, stride: int, ceil_mode: bool, fill):
     """Padded copy (bottom/right, value ``fill``) so that ceil-mode windows fit, and the out size."""
@@ -112,8 +191,8 @@ def _pool_windows(x, kernel: int, stride: int, ceil_mode: bool, fill):
     return x, ho, wo
 
 
-@gpu_twin
-def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
+@dispatched
+def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True, buffers=None):
     """Max pooling (Caffe's ceil mode by default). x: (N, C, H, W) -> (out, argmax), each (N, C, Ho, Wo).
 
     out[n, c, p, q] = max over (i, j) in [0, kernel)^2 of x[n, c, p*stride + i, q*stride + j]
@@ -136,14 +215,14 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True):
     return out, argmax
 
 
-@gpu_twin
-def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True):
+@dispatched
+def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True, buffers=None):
     """Max pooling without the argmax, for inference (no gradient to route): maxpool_forward's out."""
     return maxpool_forward(x, kernel, stride, ceil_mode)[0]
 
 
-@gpu_twin
-def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int):
+@dispatched
+def maxpool_backward(dout, argmax, x_shape, kernel: int, stride: int, buffers=None):
     """Route each output gradient to its window's argmax. dout, argmax: (N, C, Ho, Wo) -> dx (N, C, H, W).
 
     dx[n, c, p*stride + i, q*stride + j] += dout[n, c, p, q] where argmax[n, c, p, q] == i*kernel + j.
@@ -169,8 +248,8 @@ def _channel_window_sum(a, size: int):
     return s
 
 
-@gpu_twin
-def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
+@dispatched
+def lrn_forward(x, size: int, alpha: float, beta: float, k: float, buffers=None):
     """Caffe LRN, ACROSS_CHANNELS. x: (N, C, H, W) -> (y, scale), both like x.
 
     scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,    y_c = x_c * scale_c^(-beta).
@@ -182,8 +261,8 @@ def lrn_forward(x, size: int, alpha: float, beta: float, k: float):
     return y, scale
 
 
-@gpu_twin
-def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float):
+@dispatched
+def lrn_backward(dout, x, y, scale, size: int, alpha: float, beta: float, buffers=None):
     """Exact LRN backward (as Caffe's CrossChannelBackward).
 
     dx_c = dout_c * scale_c^(-beta)
@@ -249,7 +328,7 @@ def keep_threshold(p: float) -> int:
     return int(math.ceil(p * 2 ** 24))
 
 
-@gpu_twin
+@dispatched
 def dropout_mask(x, key: int, p: float):
     """Bernoulli(1 - p) keep-mask shaped like x: mask[i] = [top 24 bits of mix64(key + (i+1)*GOLDEN)
     >= ceil(p * 2^24)], with i the flat C-order position."""
@@ -259,26 +338,26 @@ def dropout_mask(x, key: int, p: float):
 
 
 # ----------------------------------------------------------------------------- ReLU, dropout
-@gpu_twin
+@dispatched
 def relu_forward(x, inplace: bool = False):
     """y = max(x, 0). With ``inplace`` the result overwrites x (safe when nothing else keeps x)."""
     return np.maximum(x, 0, out=x if inplace else None)
 
 
-@gpu_twin
+@dispatched
 def relu_backward(dout, y):
     """dx = dout * [y > 0] (y is the ReLU output; y > 0 exactly where x > 0). Overwrites dout."""
     return np.multiply(dout, y > 0, out=dout)
 
 
-@gpu_twin
+@dispatched
 def dropout_apply(x, mask, scale: float):
     """Inverted dropout: y = x * mask * scale, with mask in {0, 1} and scale = 1/(1-p)."""
     return x * (mask * x.dtype.type(scale))
 
 
 # ----------------------------------------------------------------------------- loss
-@gpu_twin
+@dispatched
 def softmax_cross_entropy(logits, labels, weights):
     """Mean softmax cross-entropy and its gradient. logits (N, K), labels (N,) int -> (loss, dlogits).
 
@@ -300,7 +379,7 @@ def softmax_cross_entropy(logits, labels, weights):
 
 
 # ----------------------------------------------------------------------------- SGD
-@gpu_twin
+@dispatched
 def sgd_update(w, grad, v, lr: float, momentum: float, weight_decay: float):
     """Caffe's SGD update, in place on ``w`` and ``v``:
 

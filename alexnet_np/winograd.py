@@ -31,15 +31,18 @@ over pixels). Tile arrays are laid out (16, T, T, N, C), channels last: each
 V[ab] is then a plain (tiles, C) matrix for its GEMM, and the transforms' views
 have contiguous rows of C values.
 
-The functions take NumPy or CuPy arrays; Conv2d uses them for NumPy arrays
-(see backend.conv_algorithm). Temporaries live in backend.scratch buffers, and
-the transforms split the batch over the CPU worker threads (backend.parallel).
+The functions take NumPy or CuPy arrays. :func:`conv_forward` and
+:func:`conv_backward` have the signatures of ops.conv_forward / ops.conv_backward:
+the dispatch (backend.dispatched, backend.conv_algorithm) runs them in their
+place for the 3x3 stride-1 convolutions of NumPy arrays. Temporaries live in
+backend.scratch buffers, and the transforms split the batch over the CPU worker
+threads (backend.parallel).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, parallel, scratch
+from .backend import array_module, kept, parallel, scratch
 
 BT = np.array([[1, 0, -1, 0],
                [0, 1, 1, 0],
@@ -225,3 +228,51 @@ def output_transform_T(dy, dm=None):
                 _signed_sum(m, [(AT[j, b], hs[a, j]) for j in range(2)], dmt[a, b, :, :, lo:hi])
     parallel(dy, work, n)
     return dm
+
+
+# ----------------------------------------------------------------------------- the convolution
+def conv_forward(x, w, b, stride: int, pad: int, groups: int, train: bool = True, buffers=None):
+    """ops.conv_forward for a 3x3 filter and stride 1, by F(2x2, 3x3) -> (out, cache):
+
+        V = B^T d B per tile,  U = G w G^T,  M[ab] = V[ab] @ U[ab]^T per group,  y = A^T M A + b.
+
+    When training, V (needed by the backward's dU) goes into ``buffers``; else into scratch.
+    """
+    from .ops import ConvCache
+    m = array_module(x)
+    n, c, h, wd = x.shape
+    k_out = w.shape[0]
+    ho, wo = h + 2 * pad - 2, wd + 2 * pad - 2
+    t = tiles(ho) * tiles(wo) * n
+    v = kept(buffers, "winograd.v", (16, t, c), x.dtype, m) if train else scratch(
+        (16, t, c), x.dtype, m, "winograd.v")
+    input_transform(x, pad, v)                                          # (16, T, C)
+    u = filter_transform(w, groups)                                     # (16, g, K/g, C/g)
+    mm = scratch((16, t, k_out), x.dtype, m, "gemm")
+    m.matmul(grouped(v, groups), u.transpose(0, 1, 3, 2), out=grouped(mm, groups))
+    out = kept(buffers, "conv.out", (n, k_out, ho, wo), x.dtype, m)
+    output_transform(mm, b, out)
+    return out, (ConvCache("winograd", x.shape, v=v, u=u) if train else None)
+
+
+def conv_backward(dout, cache, w, stride: int, pad: int, groups: int, dw, db, need_dx: bool = True,
+                  buffers=None):
+    """ops.conv_backward after :func:`conv_forward`: dW into ``dw``, db into ``db``, returns dx:
+
+        dM = A dY A^T,  dU[ab] = dM[ab]^T @ V[ab] -> dW = G^T dU G,
+        dV[ab] = dM[ab] @ U[ab] -> dx = B dV B^T, overlapping tiles added.
+
+    dV takes the memory of the cached V, whose last reader is dU.
+    """
+    m = array_module(dout)
+    v, u = cache.v, cache.u
+    dm = output_transform_T(dout, scratch((16, v.shape[1], w.shape[0]), dout.dtype, m, "winograd.dm"))
+    vg, dmg = grouped(v, groups), grouped(dm, groups)
+    du = m.matmul(dmg.transpose(0, 1, 3, 2), vg)                       # (16, g, K/g, C/g)
+    m.copyto(dw, filter_transform_T(du))
+    dout.sum(axis=(0, 2, 3), out=db)
+    if not need_dx:
+        return None
+    dv = vg                                                            # V's memory, see above
+    m.matmul(dmg, u, out=dv)
+    return input_transform_T(v, cache.x_shape, pad)

@@ -18,7 +18,8 @@ inference ratio for code built on these GEMMs). With
 reference versions (ALEXNET_NP_CPU_KERNELS=reference, im2col everywhere); with
 --vs-im2col (CPU) the fast kernels with and without Winograd (ALEXNET_NP_WINOGRAD=0).
 The run's BLAS, thread count and OPENBLAS_* / OMP_* settings are printed first,
-since they change the numbers.
+since they change the numbers; the implementations that ran (reference / fast CPU /
+CUDA / im2col + GEMM / Winograd, backend.kernels_used) are printed after each batch size.
 """
 from __future__ import annotations
 
@@ -59,10 +60,9 @@ def environment(device):
     except ImportError:
         pass
     if device == "cpu":
-        from alexnet_np import cpu_kernels
         info["cpu_kernels"] = backend.cpu_kernels_name()
         info["conv3x3"] = backend.conv_algorithm(np.empty(1), 3, 1)
-        info["kernel_threads"] = cpu_kernels.THREADS
+        info["kernel_threads"] = backend.RUNTIME.threads
     if device == "gpu":
         import cupy as cp
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
@@ -461,6 +461,9 @@ def main(argv=None):
                 print(f"  the forward's GEMMs alone: {batch / gemm_i:.1f} img/s = "
                       f"{r['infer_gemm_ceiling']:.2f}x PyTorch's inference, alternating (the ceiling "
                       f"of the inference ratio if nothing but the GEMMs took time)")
+        used = backend.kernels_used()
+        r["kernels_used"] = [[u.op, u.implementation, u.calls] for u in used.uses]
+        print("kernels used (all timed runs):\n  " + used.summary().replace("\n", "\n  "))
         results["runs"].append(r)
         del net, train_step, infer, x
     if args.json:

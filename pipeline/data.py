@@ -68,6 +68,15 @@ def _key(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
 
 
+def synthetic_cohort_dir(name, *, n_patients, seed, difficulty, image_size, cache_dir) -> Path:
+    """The cache folder of a synthetic cohort, keyed by its parameters and the generator's version
+    (a new generator never reuses images drawn by an older one)."""
+    params = dict(dataset=name, patients=n_patients, seed=seed, difficulty=difficulty,
+                  image_size=list(image_size) if image_size else None,
+                  generator_version=data_prep.synthetic.GENERATOR_VERSION)
+    return Path(cache_dir) / "synthetic" / f"{name}-p{n_patients}-s{seed}-{_key(params)}"
+
+
 def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, cache_dir,
                       workers=None, progress=True, rebuild=False):
     """Generate (once) and build (once) a synthetic cohort; returns the built HDF5 path.
@@ -76,9 +85,8 @@ def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, c
     are themselves resumable and write their final files atomically. ``rebuild``
     builds the dataset again from the cached images.
     """
-    params = dict(dataset=name, patients=n_patients, seed=seed, difficulty=difficulty,
-                  image_size=list(image_size) if image_size else None)
-    cohort_dir = Path(cache_dir) / "synthetic" / f"{name}-p{n_patients}-s{seed}-{_key(params)}"
+    cohort_dir = synthetic_cohort_dir(name, n_patients=n_patients, seed=seed, difficulty=difficulty,
+                                      image_size=image_size, cache_dir=cache_dir)
     manifest = cohort_dir / "manifest.csv"
     if not manifest.exists():
         data_prep.synthesize(name, n_patients, seed, cohort_dir, difficulty=difficulty,

@@ -1,18 +1,18 @@
 """Every fast CPU kernel (alexnet_np.cpu_kernels) against its plain reference in ops.py,
-the dispatch between them, the recycling of output arrays, and a whole training step
-with fast kernels against one with reference kernels."""
+the dispatch between them, the outputs kept in the caller's buffers, and a whole training
+step with fast kernels against one with reference kernels."""
 import numpy as np
 import pytest
 
 from alexnet_np import SGD, AlexNet, SoftmaxCrossEntropy, cpu_kernels, ops
-from alexnet_np.backend import cpu_kernels_name, set_cpu_kernels
+from alexnet_np.backend import RUNTIME, cpu_kernels_name, set_cpu_kernels
 
 DTYPES = [np.float64, np.float32]
 N_RANDOM = 40  # random shapes per kernel and dtype
 
 
 def ref(name):
-    return getattr(ops, name).numpy_impl
+    return getattr(ops, name).reference
 
 
 def fast(name):
@@ -226,7 +226,7 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     x = rng.standard_normal((3, 7, 13, 11)).astype(np.float32)
     before = fast("lrn_forward")(x, 5, 1e-2, 0.75, 1.0)[0].copy()
     for threads in (1, 3):
-        monkeypatch.setattr(cpu_kernels, "THREADS", threads)
+        monkeypatch.setattr(RUNTIME, "threads", threads)
         np.testing.assert_array_equal(fast("lrn_forward")(x, 5, 1e-2, 0.75, 1.0)[0], before)
 
 
@@ -238,19 +238,23 @@ def test_worker_errors_reach_the_caller():
     assert cpu_kernels.parallel(lambda lo, hi: None, 10) is None  # the workers survive
 
 
-def test_recycled_outputs_are_never_shared():
-    a = cpu_kernels._empty((123, 457), np.float32)
-    b = cpu_kernels._empty((123, 457), np.float32)
-    assert not np.shares_memory(a, b)
-    view = a[::2]
-    del a
-    c = cpu_kernels._empty((123, 457), np.float32)  # a is gone but its view holds it
-    assert not np.shares_memory(view, c) and not np.shares_memory(b, c)
-    base_id = id(view.base)
-    del view, c
-    d = cpu_kernels._empty((123, 457), np.float32)
-    assert id(d) == base_id  # released: recycled
-    assert cpu_kernels._empty((123, 457), np.float64).dtype == np.float64
+def test_outputs_kept_in_buffers_are_reused_by_the_same_caller_only():
+    """With ``buffers`` an output lives in the caller's dict and the next call of the same
+    kind overwrites it in place; without, or with another caller's dict, it is a new array."""
+    rng = np.random.default_rng(4)
+    x1, x2 = rng.standard_normal((2, 2, 3, 9, 9)).astype(np.float32)
+    mine, theirs = {}, {}
+    y1, s1 = fast("lrn_forward")(x1, 5, 1e-2, 0.75, 1.0, mine)
+    expected1 = y1.copy()
+    y_other, _ = fast("lrn_forward")(x1, 5, 1e-2, 0.75, 1.0, theirs)
+    y_fresh, _ = fast("lrn_forward")(x1, 5, 1e-2, 0.75, 1.0)
+    assert not np.shares_memory(y1, y_other) and not np.shares_memory(y1, y_fresh)
+    y2, s2 = fast("lrn_forward")(x2, 5, 1e-2, 0.75, 1.0, mine)
+    assert np.shares_memory(y2, y1) and np.shares_memory(s2, s1)  # reused, no new memory
+    np.testing.assert_array_equal(y2, ref("lrn_forward")(x2, 5, 1e-2, 0.75, 1.0)[0])
+    np.testing.assert_array_equal(y_other, expected1)            # another caller's output intact
+    y3, _ = fast("lrn_forward")(x2[:1], 5, 1e-2, 0.75, 1.0, mine)  # another shape: a new array
+    assert y3.shape == (1, 3, 9, 9) and not np.shares_memory(y3, y1)
 
 
 # ----------------------------------------------------------------------------- whole network

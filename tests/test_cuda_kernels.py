@@ -32,12 +32,12 @@ def test_im2col_col2im_match_numpy(shape, dtype):
     n, c, h, w, k, s, p = shape
     rng = np.random.default_rng(0)
     x, xg = pair(rng, (n, c, h, w), dtype)
-    cols = ops.im2col.numpy_impl(x, k, k, s, p)
+    cols = ops.im2col.reference(x, k, k, s, p)
     colsg = ops.im2col(xg, k, k, s, p)
     np.testing.assert_array_equal(colsg.get(), cols)  # a pure copy: bit-exact
     d, dg = pair(rng, cols.shape, dtype)
     np.testing.assert_allclose(ops.col2im(dg, x.shape, k, k, s, p).get(),
-                               ops.col2im.numpy_impl(d, x.shape, k, k, s, p), **tol(dtype))
+                               ops.col2im.reference(d, x.shape, k, k, s, p), **tol(dtype))
 
 
 def test_col2im_is_deterministic():
@@ -57,14 +57,14 @@ def test_maxpool_matches_numpy(shape, dtype, ceil_mode):
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     x[..., ::3, ::2] = 0.5  # plenty of ties: both twins must route them the same way
     xg = cp.asarray(x)
-    out, arg = ops.maxpool_forward.numpy_impl(x, k, s, ceil_mode)
+    out, arg = ops.maxpool_forward.reference(x, k, s, ceil_mode)
     outg, argg = ops.maxpool_forward(xg, k, s, ceil_mode)
     np.testing.assert_array_equal(outg.get(), out)
     np.testing.assert_array_equal(argg.get(), arg)
     np.testing.assert_array_equal(ops.maxpool(xg, k, s, ceil_mode).get(), out)  # inference, no argmax
     d, dg = pair(rng, out.shape, dtype)
     np.testing.assert_allclose(ops.maxpool_backward(dg, argg, x.shape, k, s).get(),
-                               ops.maxpool_backward.numpy_impl(d, arg, x.shape, k, s), **tol(dtype))
+                               ops.maxpool_backward.reference(d, arg, x.shape, k, s), **tol(dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -76,13 +76,13 @@ def test_lrn_matches_numpy(shape, size, beta, dtype):
     x *= 3
     xg *= 3
     alpha, k = 0.3, 1.5
-    y, scale = ops.lrn_forward.numpy_impl(x, size, alpha, beta, k)
+    y, scale = ops.lrn_forward.reference(x, size, alpha, beta, k)
     yg, scaleg = ops.lrn_forward(xg, size, alpha, beta, k)
     np.testing.assert_allclose(yg.get(), y, **tol(dtype))
     np.testing.assert_allclose(scaleg.get(), scale, **tol(dtype))
     d, dg = pair(rng, shape, dtype)
     np.testing.assert_allclose(ops.lrn_backward(dg, xg, yg, scaleg, size, alpha, beta).get(),
-                               ops.lrn_backward.numpy_impl(d, x, y, scale, size, alpha, beta),
+                               ops.lrn_backward.reference(d, x, y, scale, size, alpha, beta),
                                **tol(dtype))
 
 
@@ -90,19 +90,19 @@ def test_lrn_matches_numpy(shape, size, beta, dtype):
 def test_relu_dropout_sgd_match_numpy(dtype):
     rng = np.random.default_rng(4)
     x, xg = pair(rng, (4, 5, 6, 7), dtype)
-    np.testing.assert_array_equal(ops.relu_forward(xg).get(), ops.relu_forward.numpy_impl(x))
-    y = ops.relu_forward.numpy_impl(x)
+    np.testing.assert_array_equal(ops.relu_forward(xg).get(), ops.relu_forward.reference(x))
+    y = ops.relu_forward.reference(x)
     d, dg = pair(rng, x.shape, dtype)
     np.testing.assert_array_equal(ops.relu_backward(dg, cp.asarray(y)).get(),
-                                  ops.relu_backward.numpy_impl(d.copy(), y))
+                                  ops.relu_backward.reference(d.copy(), y))
     xi = xg.copy()
     assert ops.relu_forward(xi, True) is xi and bool((xi >= 0).all())
     mask = (rng.random(x.shape) > 0.5).astype(dtype)
     np.testing.assert_allclose(ops.dropout_apply(xg, cp.asarray(mask), 2.0).get(),
-                               ops.dropout_apply.numpy_impl(x, mask, 2.0), **tol(dtype))
+                               ops.dropout_apply.reference(x, mask, 2.0), **tol(dtype))
     w, g, v = (rng.standard_normal(1000).astype(dtype) for _ in range(3))
     wg, gg, vg = cp.asarray(w), cp.asarray(g), cp.asarray(v)
-    ops.sgd_update.numpy_impl(w, g, v, 0.01, 0.9, 0.001)
+    ops.sgd_update.reference(w, g, v, 0.01, 0.9, 0.001)
     ops.sgd_update(wg, gg, vg, 0.01, 0.9, 0.001)
     np.testing.assert_allclose(wg.get(), w, **tol(dtype))
     np.testing.assert_allclose(vg.get(), v, **tol(dtype))
@@ -113,7 +113,7 @@ def test_relu_dropout_sgd_match_numpy(dtype):
 def test_dropout_mask_identical_on_both_backends(dtype, p):
     x = np.zeros((50, 4097), dtype)
     key = ops.CounterRNG(5).next_key()
-    expected = ops.dropout_mask.numpy_impl(x, key, p)
+    expected = ops.dropout_mask.reference(x, key, p)
     np.testing.assert_array_equal(ops.dropout_mask(cp.asarray(x), key, p).get(), expected)
     # an F-ordered input (what the fc layers return) gets the same mask
     np.testing.assert_array_equal(ops.dropout_mask(cp.asfortranarray(cp.asarray(x)), key, p).get(), expected)
@@ -128,7 +128,7 @@ def test_softmax_cross_entropy_matches_numpy(n, k, dtype):
     zg *= 5
     labels = rng.integers(0, k, n)
     w = rng.random(k).astype(dtype) + 0.5
-    loss, d = ops.softmax_cross_entropy.numpy_impl(z, labels, w)
+    loss, d = ops.softmax_cross_entropy.reference(z, labels, w)
     lossg, dg = ops.softmax_cross_entropy(zg, cp.asarray(labels), cp.asarray(w))
     assert float(lossg) == pytest.approx(float(loss), rel=1e-5 if dtype == np.float32 else 1e-12)
     np.testing.assert_allclose(dg.get(), d, **tol(dtype))

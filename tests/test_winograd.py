@@ -4,7 +4,7 @@ a numeric gradient check, and the choice between the two algorithms."""
 import numpy as np
 import pytest
 
-from alexnet_np import backend, cpu_kernels, winograd
+from alexnet_np import backend, winograd
 from alexnet_np.backend import conv_algorithm, cpu_kernels_name, set_cpu_kernels, set_winograd
 from alexnet_np.gradcheck import check_layer
 from alexnet_np.layers import Conv2d
@@ -13,7 +13,7 @@ from alexnet_np.layers import Conv2d
 @pytest.fixture
 def algorithm(monkeypatch):
     """Switch Conv2d between Winograd and im2col for one test; the settings return after."""
-    monkeypatch.setattr(backend, "_winograd", backend._winograd)
+    monkeypatch.setattr(backend.RUNTIME, "winograd", backend.RUNTIME.winograd)
     previous = cpu_kernels_name()
 
     def use(name):
@@ -151,7 +151,7 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch, algorithm):
     conv, x, dy = make_conv((5, 6, 13, 13, 4, 1, 2), np.float32)
     before = run_conv(conv, x, dy)
     for threads in (1, 3, 7):
-        monkeypatch.setattr(cpu_kernels, "THREADS", threads)
+        monkeypatch.setattr(backend.RUNTIME, "threads", threads)
         for a, b in zip(run_conv(conv, x, dy), before):
             np.testing.assert_array_equal(a, b)
 
@@ -175,7 +175,7 @@ def test_winograd_can_be_switched_off_by_the_environment(monkeypatch, algorithm)
     x = np.zeros((1, 1, 5, 5), np.float32)
     for value, expected in (("0", "im2col"), ("off", "im2col"), ("1", "winograd"), ("", "winograd")):
         monkeypatch.setenv("ALEXNET_NP_WINOGRAD", value)
-        monkeypatch.setattr(backend, "_winograd", None)
+        monkeypatch.setattr(backend.RUNTIME, "winograd", None)
         assert conv_algorithm(x, 3, 1) == expected, value
 
 
@@ -199,6 +199,6 @@ def test_strided_inputs_and_gradients(algorithm):
 
 def test_a_bad_winograd_setting_is_an_error_naming_the_variable(monkeypatch, algorithm):
     monkeypatch.setenv("ALEXNET_NP_WINOGRAD", "maybe")
-    monkeypatch.setattr(backend, "_winograd", None)
+    monkeypatch.setattr(backend.RUNTIME, "winograd", None)
     with pytest.raises(ValueError, match="ALEXNET_NP_WINOGRAD.*'maybe'"):
         conv_algorithm(np.zeros((1, 1, 5, 5), np.float32), 3, 1)
