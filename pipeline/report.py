@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 
+from alexnet_np.backend import KernelsUsed, KernelUse  # noqa: E402
 from data_prep.fileio import atomic_output  # noqa: E402
 
 from .config import deviations  # noqa: E402
@@ -239,10 +240,19 @@ def _ci_marks(flags, name):
                                                ("too few patients", flags.small_test_set)) if on)
 
 
+def kernels_used(env):
+    """The run's ``alexnet_np.backend.kernels_used()`` as the runner recorded it; None before it did."""
+    if "kernels_used" not in env:
+        return None
+    return KernelsUsed(tuple(KernelUse(**u) for u in env["kernels_used"]))
+
+
 def section_header(cfg, env, command):
+    used = kernels_used(env)
     return ["# Reproduction report: Aboutalib et al., Clin Cancer Res 2018",
             "", f"Generated {env['date']} by alexnet_np (preset `{cfg.preset}`, backend `{env['backend']}`"
-            + (f", GPU {env['gpu']}" if "gpu" in env else "") + ").", "",
+            + (f", GPU {env['gpu']}" if "gpu" in env else "")
+            + (f", kernels: {', '.join(used.implementations)}" if used and used.uses else "") + ").", "",
             "## How to reproduce", "", "```", command, "```", ""]
 
 
@@ -519,7 +529,20 @@ def section_environment(cfg, env, timings, records):
             f"numpy {env.get('numpy')}, BLAS {env.get('blas')}, backend {env['backend']}"
             + (f", GPU {env['gpu']}" if "gpu" in env else "") + f", {env['cpu_count']} CPU cores. "
             f"Data preparation {timings.get('data_s', 0):.0f} s, whole run {timings.get('total_s', 0):.0f} s.", "",
+            *section_kernels(env),
             _table(["experiment", "scenario"] + [f"seconds, test set {_pct(f)}" for f in fracs], rows), ""]
+
+
+def section_kernels(env):
+    """Which implementation (reference / fast CPU / im2col + GEMM / Winograd / CUDA) each op of the network ran."""
+    used = kernels_used(env)
+    if used is None:
+        return []
+    if not used.uses:
+        return ["Kernels: none ran in this process (every model was reused from an earlier run).", ""]
+    return ["Kernels that ran, by implementation (`alexnet_np.backend.kernels_used()`, counted over this run's "
+            "training and scoring; `environment.json` has the calls per op):", ""] + \
+        [f"- {line}" for line in used.summary().splitlines()] + [""]
 
 
 def write_report(out, cfg, records, cohorts, env, timings, command):

@@ -291,6 +291,7 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     t_data = time.perf_counter() - t_start
     study = Study(cfg, datasets, out)
     timings = {"data_s": t_data}
+    backend.reset_kernels_used()  # count this run's training and scoring only
     for tf in cfg.test_fractions:
         for experiment in cfg.experiments:
             for name in cfg.scenarios:
@@ -299,6 +300,8 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
                 record.seconds = time.perf_counter() - t0
                 write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
     timings["total_s"] = time.perf_counter() - t_start
+    env["kernels_used"] = [asdict(u) for u in backend.kernels_used().uses]  # which implementation each op ran
+    write_json_atomic(out / "environment.json", env)
     write_predictions_csvs(out, study)
     write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
     report.write_report(out, cfg, study.records, cohorts, env, timings, command)

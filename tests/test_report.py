@@ -235,3 +235,24 @@ def test_report_labels_every_result_table_and_figure_with_its_test_fraction(tmp_
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     timing = _rows([text], "incremental")[-1]
     assert timing[1:] == ["triple", "50", "100"]  # seconds per test fraction
+
+
+def test_the_report_states_which_kernels_ran():
+    """The runner's record of backend.kernels_used(), read back: every implementation that ran is
+    named with its ops, in the header and in the environment section."""
+    from dataclasses import asdict
+
+    from alexnet_np import AlexNet, backend
+    backend.reset_kernels_used()
+    AlexNet(2, input_size=67, widths=(2, 4, 4, 4, 4, 8, 8)).forward(np.zeros((1, 3, 67, 67), np.float32))
+    used = backend.kernels_used()
+    env = {"date": "today", "backend": "numpy", "kernels_used": [asdict(u) for u in used.uses]}
+    lines = report.section_kernels(env)
+    for implementation in used.implementations:
+        (line,) = [ln for ln in lines if ln.startswith(f"- {implementation}: ")]
+        assert set(line.split(": ", 1)[1].split(", ")) == set(used.ops(implementation))
+    assert "conv_forward" in "\n".join(lines)
+    cfg = resolve_config("demo", {}, "cpu")
+    assert f"kernels: {', '.join(used.implementations)})" in report.section_header(cfg, env, "run.py")[2]
+    assert report.section_kernels(dict(env, kernels_used=[]))[0].startswith("Kernels: none ran")
+    assert report.section_kernels({"backend": "numpy"}) == []  # a run recorded before kernels_used existed
