@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipeline.cluster import add_cluster_arguments, cluster_arguments
 from pipeline.config import PAPER, PRESETS
 from pipeline.runner import RunRequest, run_command
 from pipeline.scenarios import SCENARIOS
@@ -93,7 +94,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     ap.add_argument("--resume", action="store_true",
                     help="continue the run in --out: finished models are reused, interrupted ones "
-                         "continue from their last checkpoint")
+                         "continue from their last checkpoint, whoever ran them (the run folder is the "
+                         "shared state); data changed since the run started are an error")
     ap.add_argument("--patients", nargs="+", default=[], metavar="DATASET=N",
                     help=f"synthetic cohort sizes, e.g. ffdm=1303 ddsm=2412 (paper sizes; demo "
                          f"ffdm={demo['ffdm_patients']} ddsm={demo['ddsm_patients']})")
@@ -101,9 +103,10 @@ def parse_args(argv=None):
                     help=f"synthetic lesion subtlety, larger = harder: lesion contrast is divided by it "
                          f"(generator default 1.0, paper preset 1.0; demo {demo['difficulty']})")
     ap.add_argument("--fn-analysis", choices=("separate", "holdout", "off"), default=None,
-                    help="false-negative (interval cancer) analysis: separate = retrain without the "
-                         "interval-cancer patients as the paper did (paper preset); holdout = hold them "
-                         "out of the main model (demo); off")
+                    help="false-negative (interval cancer) analyses: separate = both of the paper's: retrain "
+                         "without the interval-cancer patients, and retrain with half of them, scoring the other "
+                         "half (two models, halves swapped; paper preset); holdout = hold them out of the main "
+                         "model (demo); off")
     ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the CIs (default 2000)")
     ap.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
     ap.add_argument("--cache-dir", default="data_cache",
@@ -113,7 +116,10 @@ def parse_args(argv=None):
                          "when a finished build with the same inputs is cached")
     ap.add_argument("--workers", type=int, default=None, help="processes for data generation/building")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
-    return ap.parse_args(argv)
+    add_cluster_arguments(ap)
+    args = ap.parse_args(argv)
+    args.cluster, args.slurm = cluster_arguments(ap, args)
+    return args
 
 
 def main(argv=None):
@@ -126,7 +132,7 @@ def main(argv=None):
     overrides["progress"] = not args.no_progress
     return run_command(RunRequest(preset=args.preset, overrides=overrides, device=args.device, out=args.out,
                                   resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
-                                  rebuild=args.rebuild, argv=argv))
+                                  rebuild=args.rebuild, cluster=args.cluster, slurm=args.slurm, argv=argv))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,15 @@ class IntervalCancerDetection:
     share_called_malignant_at_threshold: float
 
 
+@dataclass
+class PooledDetection:
+    """Interval-cancer images of several models pooled: each image called by its own model's rules."""
+
+    n_images: int
+    share_called_malignant_at_0_5: float
+    share_called_malignant_at_threshold: float
+
+
 def binary_metrics(y, score, patient_id, n_boot=2000, seed=0) -> BinaryMetrics:
     """AUC, DeLong CI, image- and patient-level bootstrap CIs, specificity at 86.9% sensitivity."""
     y = np.asarray(y).astype(int)
@@ -175,3 +184,12 @@ def interval_cancer_detection(p_malignant, threshold) -> IntervalCancerDetection
     return IntervalCancerDetection(n_images=int(p.size), share_called_malignant_at_0_5=float(np.mean(p >= 0.5)),
                                    threshold_at_target_sensitivity=float(threshold),
                                    share_called_malignant_at_threshold=float(np.mean(p >= threshold)))
+
+
+def pool_interval_detections(parts) -> PooledDetection:
+    """The shares of several :class:`IntervalCancerDetection` over all their images together (each
+    image counts once, whichever model scored it): sum of the images called malignant / all images."""
+    n = sum(p.n_images for p in parts)
+    called = lambda share: sum(round(p.n_images * getattr(p, share)) for p in parts)  # noqa: E731
+    return PooledDetection(n_images=n, share_called_malignant_at_0_5=called("share_called_malignant_at_0_5") / n,
+                           share_called_malignant_at_threshold=called("share_called_malignant_at_threshold") / n)

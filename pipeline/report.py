@@ -241,8 +241,9 @@ def _ci_marks(flags, name):
 
 
 def kernels_used(env):
-    """The run's ``alexnet_np.backend.kernels_used()`` as the runner recorded it; None before it did."""
-    if "kernels_used" not in env:
+    """The run's ``alexnet_np.backend.kernels_used()`` as the runner recorded it; None when it did not
+    (jobs on Dask workers, whose counts stay there, or a run from before the record existed)."""
+    if env.get("kernels_used") is None:
         return None
     return KernelsUsed(tuple(KernelUse(**u) for u in env["kernels_used"]))
 
@@ -452,24 +453,37 @@ def section_operating_point(records):
 FN_DESIGNS = {"separate": ("a model retrained without the interval-cancer patients scores them",
                            "correctly_identified_trained_without"),
               "holdout": ("the main model, whose training and test sets left the interval-cancer patients out, "
-                          "scores them", "correctly_identified_trained_without")}
+                          "scores them", "correctly_identified_trained_without"),
+              "halves": ("the interval-cancer patients in two halves, each half's images scored by a model trained "
+                         "on the `separate` model's images plus the other half's (every image scored once, unseen)",
+                         "correctly_identified_half_in_training")}
 
 
-def _fn_row(r):
-    a = r.false_negative_analysis
-    paper_key = FN_DESIGNS[a.mode][1] if a.mode in FN_DESIGNS else None
-    paper = PAPER["false_negative_analysis"].get(paper_key, {}).get(r.scenario)
-    return [r.experiment, r.scenario, _pct(r.test_fraction), a.mode,
-            f"{a.detection.n_images} ({a.n_patients} patients)",
-            f"{100 * a.detection.share_called_malignant_at_0_5:.1f}%",
-            f"{100 * a.detection.share_called_malignant_at_threshold:.1f}%",
+def _fn_row(r, design, n_patients, detection):
+    """One analysis of one record; ``detection`` has n_images and the shares called malignant at both rules."""
+    paper = PAPER["false_negative_analysis"][FN_DESIGNS[design][1]].get(r.scenario)
+    return [r.experiment, r.scenario, _pct(r.test_fraction), design, f"{detection.n_images} ({n_patients} patients)",
+            f"{100 * detection.share_called_malignant_at_0_5:.1f}%",
+            f"{100 * detection.share_called_malignant_at_threshold:.1f}%",
             "--" if paper is None else f"{100 * paper:.1f}%"]
+
+
+def _fn_rows(records):
+    rows = []
+    for r in sorted(records, key=lambda r: r.test_fraction):
+        if r.false_negative_analysis is not None:
+            a = r.false_negative_analysis
+            rows.append(_fn_row(r, a.mode, a.n_patients, a.detection))
+        if r.false_negative_halves is not None:
+            h = r.false_negative_halves
+            rows.append(_fn_row(r, "halves", h.n_patients, h.pooled))
+    return rows
 
 
 def section_false_negatives(records):
     """Interval cancers called malignant, beside both of the paper's analyses."""
-    fn = [r for r in records if r.false_negative_analysis is not None]
-    if not fn:
+    rows = _fn_rows(records)
+    if not rows:
         return []
     paper = PAPER["false_negative_analysis"]
     paper_rows = [[scen, f"{100 * paper['correctly_identified_trained_without'][scen]:.1f}%",
@@ -478,15 +492,28 @@ def section_false_negatives(records):
     return ["### False-negative analysis (interval cancers)", "",
             "Share of interval-cancer images the model calls malignant, by two rules: the model's own "
             "decision (P(malignant) >= 0.5) and the threshold that gives 86.9% sensitivity on the test set. "
-            "Designs: " + "; ".join(f"`{mode}`: {what}" for mode, (what, _) in FN_DESIGNS.items()) + ". "
+            "Designs: " + "; ".join(f"`{mode}`: {what}" for mode, (what, _) in FN_DESIGNS.items()
+                                    if mode in {row[3] for row in rows}) + ". "
             "Beside each, the paper's share ('correctly identified') from its analysis of the same design.", "",
             _table(["experiment", "scenario", "test set", "design", "interval-cancer images", "called malignant "
                     "(p >= 0.5)", "called malignant (86.9% threshold)", "paper, same design"],
-                   [_fn_row(r) for r in sorted(fn, key=lambda r: r.test_fraction)]), "",
+                   rows), "",
             f"The paper's two analyses, FFDM, {paper['interval_cancer_patients']} interval-cancer patients: first "
             "retrained without them and scored them all; then trained with half of them and scored the other half.",
             "", _table(["scenario", "paper: trained without them", "paper: half of them in training"], paper_rows),
             ""]
+
+
+def section_provenance(prov):
+    """The code's commit and each dataset's fingerprint and manifest hash (and path, for user data)."""
+    if not prov:
+        return []
+    lines = ["## Provenance", "", f"Code: git commit `{prov['git_commit']}`"
+             + {"yes": " **with uncommitted changes to tracked files**", "no": " (clean)"}.get(prov["git_dirty"], "")
+             + ".", ""]
+    lines += [f"- {name}: build fingerprint `{d['fingerprint']}`, manifest SHA-256 `{d['manifest_sha256']}`"
+              + (f", manifest `{d['manifest_path']}`" if d["manifest_path"] else "") for name, d in prov["datasets"].items()]
+    return lines + [""]
 
 
 def section_training(out, cfg, records):
@@ -537,7 +564,8 @@ def section_kernels(env):
     """Which implementation (reference / fast CPU / im2col + GEMM / Winograd / CUDA) each op of the network ran."""
     used = kernels_used(env)
     if used is None:
-        return []
+        return [f"Kernels: not recorded (the jobs ran on {env['cluster']}, which count their own).", ""] \
+            if "kernels_used" in env else []
     if not used.uses:
         return ["Kernels: none ran in this process (every model was reused from an earlier run).", ""]
     return ["Kernels that ran, by implementation (`alexnet_np.backend.kernels_used()`, counted over this run's "
@@ -545,7 +573,7 @@ def section_kernels(env):
         [f"- {line}" for line in used.summary().splitlines()] + [""]
 
 
-def write_report(out, cfg, records, cohorts, env, timings, command):
+def write_report(out, cfg, records, cohorts, env, timings, command, provenance=None):
     """Write figures and report.md under ``out``, one section after the other; returns report.md's path."""
     out = Path(out)
     (out / "figures").mkdir(exist_ok=True)
@@ -562,6 +590,7 @@ def write_report(out, cfg, records, cohorts, env, timings, command):
     lines += section_training(out, cfg, records)
     lines += section_files()
     lines += section_environment(cfg, env, timings, records)
+    lines += section_provenance(provenance)
     path = out / "report.md"
     with atomic_output(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -1,6 +1,7 @@
 """run.py's engine: prepare data, run the grid of jobs, write results and the report, resumably."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -18,11 +19,13 @@ import data_prep
 from data_prep.fileio import atomic_output, write_csv_atomic
 
 from . import report
+from .cluster import ClusterSpec, JobsFailed, SlurmOptions
 from .config import StudyConfig, UserError, deviations, resolve_config
-from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, attrition, needed_datasets, synthetic_dataset,
-                   user_dataset)
+from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, _built_attrs, attrition, needed_datasets,
+                   synthetic_dataset, user_dataset)
+from .modelfile import git_version
 from .scenarios import LABEL_NAMES, get_scenario, scenario_labels
-from .study import Study
+from .study import Study, read_predictions
 from .train import TrainingDiverged
 
 
@@ -138,6 +141,60 @@ def check_out_folder(out: Path, cfg: StudyConfig, resume: bool):
                         "interrupted run")
 
 
+def _sha256(path) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def provenance(cfg: StudyConfig, datasets: dict) -> dict:
+    """What the results came from: the code's commit (and whether tracked files had uncommitted
+    changes) and, per dataset, its build fingerprint (manifest rows, image files' sizes and times,
+    preprocessing settings) and the SHA-256 of its manifest; for user data the manifest's path."""
+    commit, dirty = git_version()
+    out = {"git_commit": commit, "git_dirty": dirty, "datasets": {}}
+    for name, ds in datasets.items():
+        manifest = ds.attrs.get("manifest_path") or None
+        out["datasets"][name] = {"fingerprint": ds.attrs.get("fingerprint", "unknown"),
+                                 "manifest_sha256": _sha256(manifest) if manifest else None,
+                                 "manifest_path": str(manifest) if name in cfg.data and manifest else None,
+                                 "user_data": name in cfg.data}
+    return out
+
+
+def user_data_now(cfg: StudyConfig) -> dict:
+    """What can be known of the user's datasets before any work: a manifest's SHA-256, a built file's
+    fingerprint (its attributes only). For :func:`check_same_datasets` on --resume."""
+    out = {}
+    for name, path in cfg.data.items():
+        if Path(path).suffix.lower() == ".csv":
+            out[name] = {"manifest_sha256": _sha256(path)}
+        else:
+            out[name] = {"fingerprint": _built_attrs(path).get("fingerprint", "unknown")}
+    return {"datasets": out}
+
+
+def check_same_datasets(out: Path, now: dict):
+    """On --resume: every dataset must be the one the run started with (build fingerprint and manifest
+    hash; ``now`` may hold only some of them). Raises UserError naming the dataset and what changed."""
+    saved = out / "provenance.json"
+    if not saved.exists():
+        return
+    before = json.loads(saved.read_text())["datasets"]
+    for name, was in before.items():
+        is_ = now["datasets"].get(name, {})
+        changed = [key for key in ("fingerprint", "manifest_sha256") if key in is_ and is_[key] != was.get(key)]
+        if changed:
+            raise UserError(f"--resume --out {out}: the {name} dataset changed since the run started ("
+                            + ", ".join(f"{k} {str(was.get(k))[:12]}... -> {str(is_[k])[:12]}..." for k in changed)
+                            + "); expected the data the run started with, or a new --out for the new data")
+
+
 def select_device(choice: str) -> str:
     """Point alexnet_np at the device (--device cpu, gpu or auto); returns "cpu" or "gpu"."""
     try:
@@ -159,6 +216,8 @@ class RunRequest:
     cache_dir: str = "data_cache"
     workers: int | None = None
     rebuild: bool = False            # build the datasets again
+    cluster: ClusterSpec | None = None   # where the jobs run (None: here, one after another)
+    slurm: SlurmOptions | None = None    # --slurm-* options, with --cluster slurm
     argv: list = field(default_factory=list)   # the command line, for the report and the resume hint
 
 
@@ -193,7 +252,7 @@ def run_command(request: RunRequest) -> int:
     try:
         records, cohorts = run_study(cfg, out, resume=request.resume, cache_dir=request.cache_dir,
                                      workers=request.workers, command="python run.py " + shlex.join(request.argv),
-                                     rebuild=request.rebuild)
+                                     rebuild=request.rebuild, cluster=request.cluster, slurm=request.slurm)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -207,6 +266,9 @@ def run_command(request: RunRequest) -> int:
         return 2
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except JobsFailed as e:  # on a cluster: the other jobs ran to the end; --resume retries these
+        print(f"error: {e}\ncontinue with: {resume_command(request.argv, out)}", file=sys.stderr)
         return 1
     for line in summary_lines(out, records, cohorts):
         print(line)
@@ -249,7 +311,7 @@ def write_predictions_csvs(out: Path, study: Study):
     for rec in study.records:
         ds = study.dataset_for(rec.experiment)
         scenario = get_scenario(rec.scenario)
-        for split, pred in Study._read_predictions(study.out / "jobs" / rec.job / "predictions.h5").items():
+        for split, pred in read_predictions(study.out / "jobs" / rec.job / "predictions.h5").items():
             width = max(width, pred.proba.shape[1])
             y_true = scenario_labels(scenario, ds.labels[pred.index])
             for i, y, p in zip(pred.index, y_true, pred.proba):
@@ -262,24 +324,33 @@ def write_predictions_csvs(out: Path, study: Study):
         write_csv_atomic(out / "predictions_interval.csv", header, rows["interval"])
 
 
-def results_json(records, cohorts, cfg: StudyConfig, env: dict, timings: dict) -> dict:
+def results_json(records, cohorts, cfg: StudyConfig, env: dict, timings: dict, prov: dict) -> dict:
     """results.json's content (its schema is in the README): one entry per ModelResult, with its
-    headline ``auc`` beside the nested parts, and each dataset's attrition."""
+    headline ``auc`` beside the nested parts, each dataset's attrition, and the provenance."""
     return {"runs": [dict(auc=r.auc, **asdict(r)) for r in records],
             "cohorts": [dict(asdict(a), skipped_share=a.skipped_share) for a in cohorts], "config": cfg.to_dict(),
-            "environment": env, "timings": timings}
+            "provenance": prov, "environment": env, "timings": timings}
 
 
 def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", workers=None, command="run.py",
-              rebuild=False):
+              rebuild=False, cluster: ClusterSpec | None = None, slurm: SlurmOptions | None = None, client=None):
     """Run every (test fraction, experiment, scenario) of ``cfg`` into ``out``, then write predictions,
-    results.json and report.md; returns (the ModelResults, the datasets' CohortAttritions)."""
+    results.json and report.md; returns (the ModelResults, the datasets' CohortAttritions).
+
+    The jobs run here, one after another, unless ``cluster`` (or a Dask ``client``) says where
+    (pipeline.cluster); ``out`` and the data cache must then be on a file system the workers share.
+    """
     out = Path(out)
     check_out_folder(out, cfg, resume)
+    if resume:  # before anything is built from data that changed
+        check_same_datasets(out, user_data_now(cfg))
     print(f"run folder: {out}" + (" (resumed)" if resume else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     env = environment()
+    env["cluster"] = "this process" if cluster is None and client is None else \
+        (f"Dask {cluster.kind}" + (f" ({cluster.workers} workers)" if cluster and cluster.kind == "local" else "")
+         if cluster else "a Dask client")
     write_json_atomic(out / "environment.json", env)
     print(f"alexnet_np reproduction of Aboutalib et al. 2018 -- preset {cfg.preset}, backend {env['backend']}"
           + (f" ({env['gpu']})" if "gpu" in env else ""))
@@ -288,21 +359,27 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
         print(f"  - {line}")
     t_start = time.perf_counter()
     datasets, cohorts = prepare_datasets(cfg, cache_dir, workers, rebuild=rebuild)
+    prov = provenance(cfg, datasets)
+    if resume:
+        check_same_datasets(out, prov)
+    if not (out / "provenance.json").exists():  # the data the run started with, for --resume
+        write_json_atomic(out / "provenance.json", prov)
     t_data = time.perf_counter() - t_start
-    study = Study(cfg, datasets, out)
+    study = Study(cfg, datasets, out, files={a.dataset: a.built_file for a in cohorts})
     timings = {"data_s": t_data}
     backend.reset_kernels_used()  # count this run's training and scoring only
-    for tf in cfg.test_fractions:
-        for experiment in cfg.experiments:
-            for name in cfg.scenarios:
-                t0 = time.perf_counter()
-                record = study.run(name, experiment, tf)
-                record.seconds = time.perf_counter() - t0
-                write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
+    plans = [study.plan(name, experiment, tf) for tf in cfg.test_fractions for experiment in cfg.experiments
+             for name in cfg.scenarios]
+    study.execute(plans, where=cluster, slurm_options=slurm, client=client)
+    timings["jobs_s"] = time.perf_counter() - t_start - t_data
+    for plan in plans:
+        study.record(plan)
     timings["total_s"] = time.perf_counter() - t_start
-    env["kernels_used"] = [asdict(u) for u in backend.kernels_used().uses]  # which implementation each op ran
+    # which implementation each op ran: counted in this process, so known only when the jobs ran here
+    env["kernels_used"] = [asdict(u) for u in backend.kernels_used().uses] if cluster is None and client is None \
+        else None
     write_json_atomic(out / "environment.json", env)
     write_predictions_csvs(out, study)
-    write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings))
-    report.write_report(out, cfg, study.records, cohorts, env, timings, command)
+    write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings, prov))
+    report.write_report(out, cfg, study.records, cohorts, env, timings, command, provenance=prov)
     return study.records, cohorts

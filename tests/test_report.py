@@ -8,9 +8,9 @@ import pytest
 
 from pipeline import evaluate, report
 from pipeline.config import resolve_config
-from pipeline.evaluate import IntervalCancerDetection
+from pipeline.evaluate import IntervalCancerDetection, PooledDetection
 from pipeline.scenarios import SCENARIOS
-from pipeline.study import FN_SCENARIOS, FalseNegativeAnalysis, IncrementalComparison, ModelResult
+from pipeline.study import FN_SCENARIOS, FalseNegativeAnalysis, FalseNegativeHalves, IncrementalComparison, ModelResult
 from pipeline.train import LOG_FIELDS
 
 FRACTIONS = (0.05, 0.10)
@@ -39,6 +39,7 @@ def _record(experiment, scenario, tf, seed):
         rec.false_negative_analysis = FalseNegativeAnalysis("holdout", 3, IntervalCancerDetection(
             6, share_called_malignant_at_0_5=tf, threshold_at_target_sensitivity=0.3,
             share_called_malignant_at_threshold=2 * tf))
+        rec.false_negative_halves = FalseNegativeHalves(3, [], PooledDetection(6, tf / 2, 3 * tf))
     rec.seconds = 1000 * tf
     return rec
 
@@ -165,11 +166,15 @@ def test_false_negative_analyses_beside_both_of_the_papers():
     records = _grid(["ffdm", "ddsm"], ["malignant-vs-negative", "malignant-vs-benign", "triple"])
     lines = report.section_false_negatives(records)
     rows = _rows(lines, "ffdm")
-    assert len(rows) == 4  # two scenarios x two test fractions; ddsm and triple have none
+    assert len(rows) == 8  # two scenarios x two test fractions x two analyses; ddsm and triple have none
+    paper = {("holdout", "malignant-vs-negative"): "71.3%", ("holdout", "malignant-vs-benign"): "63.6%",
+             ("halves", "malignant-vs-negative"): "72.8%", ("halves", "malignant-vs-benign"): "68.4%"}
     for row in rows:
         tf = float(row[2].rstrip("%")) / 100
-        assert row[3] == "holdout" and row[5] == f"{100 * tf:.1f}%" and row[6] == f"{200 * tf:.1f}%"
-        assert row[7] == {"malignant-vs-negative": "71.3%", "malignant-vs-benign": "63.6%"}[row[1]]
+        shares = {"holdout": (tf, 2 * tf), "halves": (tf / 2, 3 * tf)}[row[3]]
+        assert row[5:7] == [f"{100 * v:.1f}%" for v in shares]
+        assert row[7] == paper[row[3], row[1]]
+    assert sorted(row[3] for row in rows) == ["halves"] * 4 + ["holdout"] * 4
     paper = {r[0]: r[1:] for r in _rows(lines, "malignant-vs-negative") + _rows(lines, "malignant-vs-benign")
              if len(r) == 3}
     assert paper == {"malignant-vs-negative": ["71.3%", "72.8%"], "malignant-vs-benign": ["63.6%", "68.4%"]}
@@ -256,3 +261,5 @@ def test_the_report_states_which_kernels_ran():
     assert f"kernels: {', '.join(used.implementations)})" in report.section_header(cfg, env, "run.py")[2]
     assert report.section_kernels(dict(env, kernels_used=[]))[0].startswith("Kernels: none ran")
     assert report.section_kernels({"backend": "numpy"}) == []  # a run recorded before kernels_used existed
+    assert "not recorded (the jobs ran on Dask local" in report.section_kernels(
+        dict(env, kernels_used=None, cluster="Dask local (2 workers)"))[0]

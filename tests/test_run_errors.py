@@ -160,15 +160,17 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
     """The run folder is printed first; Ctrl-C in the middle ends with exit 130 and the exact command
     that continues (with the default folder, which the user never typed); that command finishes it.
     Then the finished run: the same command without --resume, or with other settings, is refused."""
-    from pipeline.study import Study
+    import pipeline.study
     monkeypatch.chdir(tmp_path)
-    real = Study.run
+    real = pipeline.study.run_job
+    started = []
 
-    def interrupted(self, *a, **k):
-        if self.records:  # the first model finishes, the second is interrupted
+    def interrupted(*a, **k):
+        started.append(1)
+        if len(started) > 1:  # the first model finishes, the second is interrupted
             raise KeyboardInterrupt
-        return real(self, *a, **k)
-    monkeypatch.setattr(Study, "run", interrupted)
+        return real(*a, **k)
+    monkeypatch.setattr(pipeline.study, "run_job", interrupted)
     argv = _argv(tmp_path, "--scenario", "malignant-vs-negative", "triple", "--iters", "2", out=False)
     assert run.main(argv) == 130
     captured = capsys.readouterr()
@@ -177,7 +179,7 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
     folder = first.split(": ", 1)[1]
     hint = captured.err.strip().splitlines()[-1]
     assert hint.startswith("interrupted; continue with: python run.py ") and hint.endswith(f"--resume --out {folder}")
-    monkeypatch.setattr(Study, "run", real)
+    monkeypatch.setattr(pipeline.study, "run_job", real)
     assert run.main(shlex.split(hint.split("continue with: ", 1)[1])[2:]) == 0
     runs = json.loads((tmp_path / folder / "results.json").read_text())["runs"]
     assert [r["scenario"] for r in runs] == ["malignant-vs-negative", "triple"]
