@@ -367,6 +367,7 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     t_data = time.perf_counter() - t_start
     study = Study(cfg, datasets, out, files={a.dataset: a.built_file for a in cohorts})
     timings = {"data_s": t_data}
+    backend.reset_kernels_used()  # count this run's training and scoring only
     plans = [study.plan(name, experiment, tf) for tf in cfg.test_fractions for experiment in cfg.experiments
              for name in cfg.scenarios]
     study.execute(plans, where=cluster, slurm_options=slurm, client=client)
@@ -374,6 +375,10 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     for plan in plans:
         study.record(plan)
     timings["total_s"] = time.perf_counter() - t_start
+    # which implementation each op ran: counted in this process, so known only when the jobs ran here
+    env["kernels_used"] = [asdict(u) for u in backend.kernels_used().uses] if cluster is None and client is None \
+        else None
+    write_json_atomic(out / "environment.json", env)
     write_predictions_csvs(out, study)
     write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings, prov))
     report.write_report(out, cfg, study.records, cohorts, env, timings, command, provenance=prov)

@@ -265,13 +265,15 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
             assert r["incremental"] is None
         assert r["cv"] is None  # the demo runs no CV, and says so
     assert res["config"]["iters"] == 4 and res["environment"]["backend"] == "numpy"
+    assert {"conv_forward", "im2col"} <= {u["op"] for u in res["environment"]["kernels_used"]}  # what ran, recorded
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == sum(r["n_test"] for r in runs)  # the test images of every reported model
     assert {r["y_true"] for r in rows if r["scenario"] == "triple"} == {"0", "1", "2"}
     report = (out / "report.md").read_text()
     assert "What differs from the paper" in report and "paper AUC" in report and "Incremental" in report
-    for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_curves.png"):
+    assert "Kernels that ran" in report
+    for fig in ("roc_ffdm.png", "roc_combined.png", "incremental.png", "training_ffdm.png", "roc_incremental.png"):
         assert (out / "figures" / fig).stat().st_size > 1000, fig
     assert run.main(argv) == 2  # the folder holds a run: an error naming --out, without --resume
     assert run.main(argv + ["--resume"]) == 0
