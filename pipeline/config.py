@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from alexnet_np import AlexNet
+from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import weights_info
 
 from .data import DATASETS, check_user_data, needed_datasets
 from .scenarios import SCENARIOS
-from .study import EXPERIMENTS
+from .study import EXPERIMENTS, pretrained_new_layers
 
 PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weight_decay": 0.001,
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
@@ -215,6 +215,13 @@ def check_inputs(cfg: StudyConfig):
         if info.get("variant") != cfg.variant:
             raise UserError(f"--pretrained {cfg.pretrained}: holds {info.get('variant')!r} weights; expected "
                             f"weights of the network's --variant {cfg.variant}")
+        # Load them into the network the jobs will build (seconds): a layer of another shape is found
+        # here, not after the data are prepared.
+        net = AlexNet(2, variant=cfg.variant, input_size=cfg.input_size, widths=cfg.widths)
+        try:
+            load_weights(net, cfg.pretrained, exclude=pretrained_new_layers(info, cfg.input_size))
+        except ValueError as e:
+            raise UserError(f"--pretrained {cfg.pretrained}: {str(e).splitlines()[0]}") from None
 
 
 def deviations(cfg: StudyConfig) -> list[str]:

@@ -24,7 +24,7 @@ from .config import StudyConfig, UserError, deviations, resolve_config
 from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, _built_attrs, attrition, needed_datasets,
                    synthetic_dataset, user_dataset)
 from .modelfile import git_version
-from .scenarios import LABEL_NAMES, get_scenario, scenario_labels
+from .scenarios import LABEL_NAMES, ScenarioDataError, get_scenario, scenario_labels
 from .study import Study, read_predictions
 from .train import TrainingDiverged
 
@@ -253,7 +253,7 @@ def run_command(request: RunRequest) -> int:
         records, cohorts = run_study(cfg, out, resume=request.resume, cache_dir=request.cache_dir,
                                      workers=request.workers, command="python run.py " + shlex.join(request.argv),
                                      rebuild=request.rebuild, cluster=request.cluster, slurm=request.slurm)
-    except UserError as e:
+    except (UserError, ScenarioDataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -82,13 +82,19 @@ def scenario_labels(scenario: Scenario, labels):
     return out
 
 
-def balance(scenario: Scenario, labels, indices, rng, per_class=None):
+class ScenarioDataError(ValueError):
+    """The images cannot supply one of a scenario's classes (e.g. a user's data set without malignant
+    images, or a test side without them): a problem of the data, reported to the user as such."""
+
+
+def balance(scenario: Scenario, labels, indices, rng, per_class=None, source=""):
     """Pick an equal number of images per scenario class from ``indices`` (image indices).
 
     A class made of several dataset labels draws equally from each (remainders
     go to the first members). ``per_class`` caps the number per class; by default
     it is the largest number that every class can supply this way.
-    Returns (selected indices sorted, their network-class labels).
+    Returns (selected indices sorted, their network-class labels). Raises
+    :class:`ScenarioDataError`, naming ``source`` (which images), when a class has none.
     """
     labels = np.asarray(labels)
     indices = np.asarray(indices)
@@ -97,7 +103,9 @@ def balance(scenario: Scenario, labels, indices, rng, per_class=None):
     n = capacity if per_class is None else min(int(per_class), capacity)
     if n == 0:
         counts = {LABEL_NAMES[lab]: len(p) for lab, p in pools.items()}
-        raise ValueError(f"scenario {scenario.name}: a class has no images to draw from ({counts})")
+        raise ScenarioDataError(f"scenario {scenario.name}: a class has no images to draw from in {source or 'the data'} "
+                                f"({', '.join(f'{k} {v}' for k, v in counts.items())}); expected images of every "
+                                f"class of {scenario.description}, or another --scenario")
     chosen, classes = [], []
     for cls, group in enumerate(scenario.classes):
         shares = [n // len(group) + (1 if j < n % len(group) else 0) for j in range(len(group))]

@@ -90,7 +90,8 @@ def _select(cfg, ds, scenario, idx, exclude_patients, *tag):
     idx = np.asarray(idx)
     if len(exclude_patients):
         idx = idx[~np.isin(ds.patient_id[idx], exclude_patients)]
-    return balance(scenario, ds.labels, idx, _rng(cfg, *tag))
+    side = "test" if tag[-1].endswith("test") else "training"
+    return balance(scenario, ds.labels, idx, _rng(cfg, *tag), source=f"the {side} side of the {ds.name} data")
 
 
 @dataclass
@@ -292,6 +293,13 @@ def read_job_spec(path):
     return cfg, job
 
 
+def pretrained_new_layers(info: dict, input_size: int) -> tuple:
+    """The layers a fine-tuning draws fresh instead of taking from pretrained weights (``info``:
+    weights_info of the file): fc8 (the task's own classes), and fc6-fc7 too when the input size
+    differs, since fc6's input follows from it: then only conv1..conv5 transfer."""
+    return ("fc8",) if int(info["input_size"]) == input_size else ("fc6", "fc7", "fc8")
+
+
 def train_job(spec_path, progress=False):
     """A study job as the engine runs it, here or on a Dask worker: read its spec, train (or continue
     from its checkpoint), write its predictions. Top level, small arguments: workers import it by name."""
@@ -337,9 +345,8 @@ def run_job(cfg, job: Job, folder: Path, progress=True):
         load_weights(net, job.init_weights)
         mean = training_mean(job.data, job.train_idx)
     elif cfg.pretrained:
-        info = weights_info(cfg.pretrained)  # its variant was checked by pipeline.config.check_inputs
-        # fc6's input follows from the input size: at another size only conv1..conv5 transfer
-        new_layers = ("fc8",) if int(info["input_size"]) == cfg.input_size else ("fc6", "fc7", "fc8")
+        info = weights_info(cfg.pretrained)  # checked against this network by pipeline.config.check_inputs
+        new_layers = pretrained_new_layers(info, cfg.input_size)
         load_weights(net, cfg.pretrained, exclude=new_layers)
         if "std" in info:  # torchvision weights expect inputs divided by 255 * std
             fold_input_std(net, info["std"])
@@ -481,7 +488,8 @@ class Study:
         cfg, scenario, main = self.cfg, plan.scenario, plan.main
         ddsm = self.dataset_for("ddsm")
         tag = f"tf{plan.test_fraction:g}"
-        pre_idx, pre_y = balance(scenario, ddsm.labels, np.arange(len(ddsm)), _rng(cfg, "ddsm-pretrain", scenario.name))
+        pre_idx, pre_y = balance(scenario, ddsm.labels, np.arange(len(ddsm)), _rng(cfg, "ddsm-pretrain", scenario.name),
+                                 source="the ddsm data")
         plan.pretrain = Job(f"incremental/{scenario.name}/ddsm-pretrain", ddsm, scenario, pre_idx, pre_y, {},
                             cfg.pretrain_iters, notes={"stage": "DDSM pretraining"})
         self.log(f"[incremental | {scenario.name}] stage 1: pretrain on {len(pre_idx)} DDSM images")

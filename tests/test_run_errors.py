@@ -48,6 +48,8 @@ def _bad_inputs(tmp_path):
         f.attrs["something"] = 1
     save_weights(AlexNet(2, variant="torchvision", input_size=67, widths=[int(w) for w in MINI]),
                  tmp_path / "tv.h5", mean=(1.0, 1.0, 1.0), source="test")
+    save_weights(AlexNet(2, input_size=67, widths=[int(w) * 2 for w in MINI]), tmp_path / "wide.h5",
+                 mean=(1.0, 1.0, 1.0), source="test")
     (tmp_path / "fresh").mkdir()
     return [
         (["--test-fraction", "0"], "--test-fraction 0.0"),
@@ -69,6 +71,7 @@ def _bad_inputs(tmp_path):
         (["--pretrained", str(tmp_path / "nothing.h5")], "--pretrained"),
         (["--pretrained", str(tmp_path / "notes.txt")], "not an HDF5 weights file"),
         (["--pretrained", str(tmp_path / "tv.h5")], "holds 'torchvision' weights"),
+        (["--pretrained", str(tmp_path / "wide.h5")], "conv1.weight"),
         (["--resume", "--out", str(tmp_path / "fresh")], "no run there"),
         (["--resume", "--out", str(tmp_path / "never-made")], "no run there"),
     ]
@@ -153,6 +156,25 @@ def test_unusable_data_found_while_building_is_an_error_and_removes_the_new_run_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "none of the 6 images" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_data_without_a_scenario_class_is_an_error_before_training(tmp_path, cohort, capsys):
+    """A user's manifest with no malignant image and the scenario malignant vs negative: found when the
+    scenario's classes are drawn, after the build and before any training; one error line, exit 2."""
+    with open(cohort, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["label"] != "malignant"]
+    for r in rows:
+        r["image_path"] = str(cohort.parent / r["image_path"])
+    with open(tmp_path / "no_malignant.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    argv = _argv(tmp_path, "--data", f"ffdm={tmp_path / 'no_malignant.csv'}", "--iters", "2")
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: scenario malignant-vs-negative: a class has no images"), err
+    assert "malignant 0" in err[0] and "training side of the ffdm data" in err[0]
+    assert not list((tmp_path / "run").glob("jobs/**/model.h5"))
 
 
 # ----------------------------------------------------------------------------- interrupting
