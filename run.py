@@ -160,12 +160,16 @@ def build_config(args, on_gpu: bool) -> StudyConfig:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "explain":  # python run.py explain RUN_DIR: see pipeline/explain.py
+        from pipeline.explain import main as explain_main
+        return explain_main(argv[1:])
     args = parse_args(argv)
     backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[args.device])
     cfg = build_config(args, on_gpu=backend.backend_name() == "cupy")
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     from pipeline.runner import run_study
-    command = "python run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python run.py " + shlex.join(argv)
     report = run_study(cfg, out, resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
                        command=command)
     print(f"\nreport: {report}")
