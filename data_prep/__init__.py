@@ -7,20 +7,21 @@ for the study's private data. See README_SECTION.md.
 """
 
 from .adapters import cbis_ddsm_manifest, folder_manifest, inbreast_manifest, mini_mias_manifest
-from .build import build_dataset, compute_mean, errors_report_path, load_dataset
-from .figures import plot_examples, plot_preprocessing_steps
+from .build import build_dataset, compute_mean, crops_report_path, errors_report_path, load_dataset
+from .figures import plot_crops, plot_examples, plot_preprocessing_steps
 from .manifest import LABEL_CODES, LABELS, DataPrepError, ManifestError, read_manifest, write_manifest
-from .preprocess import (breast_mask, crop_to_breast, equalize_histogram, orient, preprocess_image, preprocess_steps,
-                         resize_bicubic, to_uint8)
+from .preprocess import (CropGeometry, breast_mask, crop_to_breast, equalize_histogram, orient, preprocess_image,
+                         preprocess_steps, resize_bicubic, stored_scale, to_stored_coords, to_uint8)
 from .readers import ImageReadError, read_dicom, read_image, read_raster
 from .splits import check_no_patient_leakage, holdout_split, kfold_split
 from .synthetic.cohort import class_counts, synthesize
 
 __all__ = [
-    "LABELS", "LABEL_CODES", "DataPrepError", "ImageReadError", "ManifestError",
+    "LABELS", "LABEL_CODES", "CropGeometry", "DataPrepError", "ImageReadError", "ManifestError",
     "breast_mask", "build_dataset", "cbis_ddsm_manifest", "check_no_patient_leakage", "class_counts",
-    "compute_mean", "crop_to_breast", "equalize_histogram", "errors_report_path", "folder_manifest",
+    "compute_mean", "crop_to_breast", "crops_report_path", "equalize_histogram", "errors_report_path", "folder_manifest",
     "holdout_split", "inbreast_manifest", "kfold_split", "load_dataset", "mini_mias_manifest", "orient",
-    "plot_examples", "plot_preprocessing_steps", "preprocess_image", "preprocess_steps", "read_dicom",
-    "read_image", "read_manifest", "read_raster", "resize_bicubic", "synthesize", "to_uint8", "write_manifest",
+    "plot_crops", "plot_examples", "plot_preprocessing_steps", "preprocess_image", "preprocess_steps", "read_dicom",
+    "read_image", "read_manifest", "read_raster", "resize_bicubic", "stored_scale", "synthesize", "to_stored_coords",
+    "to_uint8", "write_manifest",
 ]

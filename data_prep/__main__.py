@@ -1,4 +1,4 @@
-"""Command line: ``python -m data_prep {build,synthesize,validate,adapt,plot-steps,plot-examples} ...``.
+"""Command line: ``python -m data_prep {build,synthesize,validate,adapt,plot-steps,plot-examples,plot-crops} ...``.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     python -m data_prep build data/ffdm/manifest.csv data/ffdm.h5 --size 227 --workers 2
     python -m data_prep adapt inbreast INbreast.csv AllDICOMs --out inbreast.csv
     python -m data_prep plot-examples docs/figures/examples.png data/ffdm/manifest.csv data/ddsm/manifest.csv
+    python -m data_prep plot-crops data/ddsm.h5 worst_crops.png --n 16
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 
 from . import adapters
 from .build import build_dataset, errors_report_path, load_dataset
-from .figures import plot_examples, plot_preprocessing_steps
+from .figures import plot_crops, plot_examples, plot_preprocessing_steps
 from .manifest import DataPrepError, read_manifest
 from .preprocess import ASPECTS, EQUALIZE_METHODS
 from .synthetic.cohort import DATASETS, synthesize
@@ -85,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     examples.add_argument("out_png")
     examples.add_argument("sources", nargs="+", help="manifest CSVs and/or built .h5 files")
     examples.add_argument("--per-class", type=int, default=4)
+
+    crops = commands.add_parser("plot-crops", help="figure: the worst crops of a build, with their crop measures")
+    crops.add_argument("build_h5", help="a dataset from `python -m data_prep build`")
+    crops.add_argument("out_png")
+    crops.add_argument("--n", type=int, default=16, help="how many images, worst first (default 16)")
     return parser
 
 
@@ -112,6 +118,8 @@ def main(argv=None) -> int:
             else:
                 rows = adapters.folder_manifest(args.root, args.out, args.source)
             print(f"{args.out}: {len(rows)} images")
+        elif args.command == "plot-crops":
+            print(plot_crops(args.build_h5, args.out_png, n=args.n))
         elif args.command == "plot-steps":
             print(plot_preprocessing_steps(args.images, args.out_png, size=args.size))
         else:

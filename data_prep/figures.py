@@ -1,6 +1,6 @@
-"""Figures for auditors: each preprocessing step side by side, and example images per class.
+"""Figures for auditors: each preprocessing step side by side, example images per class, and the worst crops.
 
-Both functions draw with matplotlib's object API and the Agg canvas (no display needed, no global
+All functions draw with matplotlib's object API and the Agg canvas (no display needed, no global
 pyplot state) and write the PNG atomically.
 """
 
@@ -10,13 +10,14 @@ import csv
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from .build import load_dataset
+from .build import FORMAT_NAME, OUTLIER_EXTENT, OUTLIER_FRACTION, load_dataset
 from .fileio import atomic_output
-from .manifest import LABELS, read_manifest
+from .manifest import LABELS, DataPrepError, read_manifest
 from .preprocess import preprocess_steps
 from .readers import read_image
 
@@ -117,4 +118,49 @@ def plot_examples(manifest_or_h5, out_png, per_class: int = 4, seed: int = 0) ->
             for t in found:
                 ax.add_patch(Circle((float(t["col"]), float(t["row"])), 1.4 * float(t["radius_px"]), fill=False,
                                     lw=0.6, color="yellow" if t["role"] == "incidental" else "red"))
+    return _save(fig, out_png)
+
+
+def plot_crops(build_h5, out_png, n: int = 16) -> Path:
+    """The ``n`` worst crops of a build, as stored, each titled with its crop measures.
+
+    Images are ranked by ``min(breast_extent / OUTLIER_EXTENT, breast_fraction / OUTLIER_FRACTION)``,
+    lowest first, so the build's crop outliers (score < 1) come first, then the closest calls.
+    Raises :class:`DataPrepError` for a missing file, a file that is not a build, or a build made
+    before the crop measures were recorded (format version 1).
+    """
+    build_h5 = Path(build_h5)
+    if not build_h5.is_file():
+        raise DataPrepError(f"{build_h5}: no such file (expected a build from `python -m data_prep build`)")
+    try:
+        f = h5py.File(build_h5, "r")
+    except OSError:
+        raise DataPrepError(f"{build_h5}: not an HDF5 file (expected a build from `python -m data_prep build`)") from None
+    with f:
+        if f.attrs.get("format_name") != FORMAT_NAME:
+            raise DataPrepError(f"{build_h5}: format_name is {f.attrs.get('format_name')!r}, expected {FORMAT_NAME!r} "
+                                "(a build from `python -m data_prep build`)")
+        if "breast_extent" not in f:
+            raise DataPrepError(f"{build_h5}: format_version {f.attrs.get('format_version')} has no crop measures "
+                                "(expected version 2 or later: rebuild it)")
+        extent, fraction = f["breast_extent"][()], f["breast_fraction"][()]
+        score = np.minimum(extent / OUTLIER_EXTENT, fraction / OUTLIER_FRACTION)
+        worst = np.argsort(score, kind="stable")[: max(1, int(n))]
+        images = f["images"][np.sort(worst)]
+        names = {name: f[name].asstr()[()] for name in ("patient_id", "laterality", "view")}
+        images = dict(zip(np.sort(worst), images))
+    columns = min(4, worst.size)
+    grid_rows = -(-worst.size // columns)
+    fig = Figure(figsize=(2.6 * columns, 2.9 * grid_rows), dpi=110, layout="constrained")
+    axes = fig.subplots(grid_rows, columns, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, worst):
+        flag = "  OUTLIER" if score[i] < 1 else ""
+        _show(ax, images[i], f"{names['patient_id'][i]} {names['laterality'][i]}{names['view'][i]}{flag}\n"
+                             f"extent {extent[i]:.2f}, fraction {fraction[i]:.2f}")
+        if flag:
+            ax.title.set_color("red")
+    fig.suptitle(f"{build_h5.name}: the {worst.size} lowest crop scores of {extent.size} images "
+                 f"(outlier: extent < {OUTLIER_EXTENT} or fraction < {OUTLIER_FRACTION})", fontsize=9)
     return _save(fig, out_png)

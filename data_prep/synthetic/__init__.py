@@ -1,1 +1,5 @@
 """Synthetic FFDM-like and DDSM-like screening cohorts (see :mod:`data_prep.synthetic.cohort`)."""
+
+#: Version of the generator's output, recorded in every cohort.json; caches keyed on it are rebuilt
+#: when it changes. 2: film borders touching the breast, labels across the skin line, breast_box.csv.
+GENERATOR_VERSION = 2

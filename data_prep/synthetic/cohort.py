@@ -37,7 +37,8 @@ from ..fileio import atomic_output, write_csv_atomic
 from ..manifest import LABELS, write_manifest
 from ..parallel import parallel_map
 from .anatomy import BreastShape, render_view
-from .encode import study_date, write_ffdm_dicom, write_film_png
+from . import GENERATOR_VERSION
+from .encode import breast_box_in_file, study_date, write_ffdm_dicom, write_film_png
 from .lesions import (
     BENIGN_KINDS,
     MALIGNANT_KINDS,
@@ -60,6 +61,11 @@ INTERVAL_FRACTION = 34 / 375
 DATASET_CODE = {"ffdm": 1, "ddsm": 2}
 TRUTH_COLUMNS = ("image_path", "patient_id", "laterality", "view", "finding", "role", "row", "col", "radius_px",
                  "diameter_mm", "contrast")
+#: Columns of ``breast_box.csv``: the breast's true bounding box in the written file's pixels
+#: (rows [top, bottom), columns [left, right)), whether the file is mirrored, whether a film
+#: border or a label touches the breast, and the artefacts drawn (``;``-separated).
+BOX_COLUMNS = ("image_path", "top", "bottom", "left", "right", "mirrored", "border_touches", "label_touches",
+               "artifacts")
 
 
 def class_counts(dataset: str, n_patients: int) -> dict[str, int]:
@@ -112,8 +118,8 @@ def _place(rng: np.random.Generator, zone: np.ndarray) -> tuple[float, float]:
 
 
 def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficulty: float, image_shape,
-                folder: Path, view_rng: np.random.Generator) -> list[tuple]:
-    """Draw one view with its findings, write its file, return its ground-truth lines."""
+                folder: Path, view_rng: np.random.Generator) -> tuple[list[tuple], tuple]:
+    """Draw one view with its findings, write its file; return its findings lines and its breast-box line."""
     drawn = render_view(view_rng, shape, info["view"], image_shape, info["spacing_mm"])
     image = drawn.attenuation
     if info["view"] == "MLO" and view_rng.random() < 0.15:  # axillary/intramammary lymph node
@@ -122,20 +128,24 @@ def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficu
     for finding in findings:
         centre = _place(view_rng, drawn.lesion_zone)
         placed.append((finding, centre, draw_finding(image, finding, centre, info["spacing_mm"])))
+    relative = f"images/{info['patient_id']}/{info['name']}"
     if info["dataset"] == "ffdm":
         write_ffdm_dicom(folder / info["name"], image, info, view_rng)
         mirrored = info["laterality"] == "R"
+        box = (relative, *breast_box_in_file(image > 0, mirrored), int(mirrored), 0, 0, "")
     else:
-        mirrored = write_film_png(folder / info["name"], image, info, view_rng)["mirrored"]
-    relative = f"images/{info['patient_id']}/{info['name']}"
+        film = write_film_png(folder / info["name"], image, info, view_rng)
+        mirrored = film["mirrored"]
+        box = (relative, *film["breast_box"], int(mirrored), int(film["border_touches"]), int(film["label_touches"]),
+               ";".join(film["artifacts"]))
     return [(relative, info["patient_id"], info["laterality"], info["view"], finding.kind, finding.role,
              round(row, 1), round(image_shape[1] - 1 - col if mirrored else col, 1), round(radius, 1),
              round(finding.diameter_mm, 2), round(finding.contrast, 4))
-            for finding, (row, col), radius in placed]
+            for finding, (row, col), radius in placed], box
 
 
-def _make_patient(task: tuple) -> tuple[list[dict], list[tuple]]:
-    """Draw and write all images of one patient (runs in a worker). Returns (manifest rows, truth rows).
+def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
+    """Draw and write all images of one patient (runs in a worker). Returns (manifest rows, findings, boxes).
 
     The patient's random stream fixes density, breast size, affected side and findings; each view
     has its own stream (seed, dataset, patient, view), so views never shift each other's draws.
@@ -154,7 +164,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple]]:
     date = study_date(rng)
     folder = Path(out_dir) / "images" / patient_id
     folder.mkdir(parents=True, exist_ok=True)
-    rows, truth = [], []
+    rows, truth, boxes = [], [], []
     for side in [affected_side] if label == "malignant" else ["L", "R"]:
         shape = BreastShape(depth * rng.uniform(0.95, 1.05), half_height * rng.uniform(0.95, 1.05), density,
                             float(rng.uniform(2.4, 3.2)))
@@ -164,12 +174,14 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple]]:
                     "view": view, "spacing_mm": spacing, "seed": seed, "study_date": date, "instance": instance,
                     "name": f"{patient_id}_{side}_{view}." + ("dcm" if dataset == "ffdm" else "png")}
             view_rng = np.random.default_rng([seed, DATASET_CODE[dataset], index, instance])
-            truth += _write_view(info, shape, affected if side == affected_side else other, difficulty, image_shape,
-                                 folder, view_rng)
+            found, box = _write_view(info, shape, affected if side == affected_side else other, difficulty,
+                                     image_shape, folder, view_rng)
+            truth += found
+            boxes.append(box)
             rows.append({"image_path": f"images/{patient_id}/{info['name']}", "patient_id": patient_id,
                          "exam_id": info["exam_id"], "laterality": side, "view": view, "label": label,
                          "source": dataset, "interval_cancer": int(interval)})
-    return rows, truth
+    return rows, truth, boxes
 
 
 def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: float = 1.0, image_size=None,
@@ -191,8 +203,9 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
 
     Writes ``manifest.csv`` (read it with :func:`data_prep.manifest.read_manifest`),
     ``images/<patient>/<patient>_<L|R>_<CC|MLO>.<dcm|png>``, ``findings.csv`` (ground truth:
-    each finding's kind, role, centre and radius in the stored image's pixels) and
-    ``cohort.json`` (parameters and counts). The manifest is written last, atomically: if it
+    each finding's kind, role, centre and radius in the stored image's pixels), ``breast_box.csv``
+    (ground truth per image: the breast's bounding box in the file's pixels and the film artefacts
+    drawn, see :data:`BOX_COLUMNS`) and ``cohort.json`` (parameters, counts, ``generator_version``). The manifest is written last, atomically: if it
     exists, the cohort is complete.
     """
     if dataset not in DATASETS:
@@ -221,10 +234,14 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     rows = [row for i in sorted(results) for row in results[i][0]]
     truth = [line for i in sorted(results) for line in results[i][1]]
     write_csv_atomic(out_dir / "findings.csv", TRUTH_COLUMNS, truth)
+    boxes = [line for i in sorted(results) for line in results[i][2]]
+    write_csv_atomic(out_dir / "breast_box.csv", BOX_COLUMNS, boxes)
     summary = {"dataset": dataset, "n_patients": int(n_patients), "seed": int(seed), "difficulty": float(difficulty),
                "image_size": list(image_shape), "pixel_spacing_mm": FIELD_HEIGHT_MM / image_shape[0],
                "class_counts": counts, "interval_cancers": n_interval, "n_images": len(rows),
-               "generator": "data_prep.synthetic", "paper_cohort": dict(zip(LABELS, PAPER_COHORTS[dataset]))}
+               "generator": "data_prep.synthetic", "generator_version": GENERATOR_VERSION,
+               "films_with_touching_border": sum(int(b[6]) for b in boxes),
+               "films_with_label_at_skin": sum(int(b[7]) for b in boxes), "paper_cohort": dict(zip(LABELS, PAPER_COHORTS[dataset]))}
     with atomic_output(out_dir / "cohort.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return write_manifest(rows, out_dir / "manifest.csv")

@@ -14,8 +14,9 @@ ImagerPixelSpacing, and 8% raw "For Processing" images; 10% of files are RLE-com
 Digitized film (DDSM-like): attenuation -> exposure -> optical density through a film
 characteristic (H&D) curve -> grey level through the inverse of a DDSM digitizer's calibration
 (HOWTEK or LUMISYS, 12 bits), with film grain, digitizer noise and scan-line streaks, an unexposed
-film-edge band, burned-in labels ("LCC", a case number), a lead marker and dust; written as a
-16-bit PNG.
+film-edge band, burned-in labels ("LCC", a case number), a lead marker, dust and scanner-edge
+lines; in :data:`TOUCHING_FRACTION` of the films an unexposed border touching the breast and a
+label across the skin line; written as a 16-bit PNG.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+from scipy import ndimage
 
 from ..fileio import atomic_output
+from ..preprocess import mask_box
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -43,6 +46,8 @@ DIGITIZERS = {
     "HOWTEK": lambda od: (3.789 - od) / 0.00094568,
     "LUMISYS": lambda od: 4096.99 - 1009.01 * od,
 }
+#: Share of films whose unexposed border touches the breast and whose label crosses the skin line.
+TOUCHING_FRACTION = 0.4
 
 
 def _uid(*parts) -> str:
@@ -173,24 +178,66 @@ def film_grey_levels(attenuation: np.ndarray, rng: np.random.Generator) -> tuple
 def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.random.Generator) -> dict:
     """Write a DDSM-like digitized film mammogram as a 16-bit PNG (12 significant bits).
 
-    Artefacts are placed on the side opposite the chest wall (film edge band, labels, marker) so
-    that they stay separate from the breast, as on real films, where the breast is positioned
-    against the chest-wall edge of the cassette.
+    Every film has the usual artefacts away from the breast: an unexposed film-edge band on the
+    side opposite the chest wall (70%), a view label, a case number and a lead marker near that
+    side, dust, and (30%) a thin saturated scanner-edge line along one image edge. A share
+    :data:`TOUCHING_FRACTION` of the films also has what makes real CBIS-DDSM crops fail: the
+    cassette's unexposed border as a bright strip along the chest-wall edge (so it touches the
+    breast; slightly tilted), in half of them a second strip along the top or bottom edge, and the
+    view label burned in across the skin line.
+
+    Returns the digitizer, whether the film was mirrored, the drawn artefacts (names relative to
+    the breast: chest_wall, nipple_side, top, bottom), whether a border or the label touches the
+    breast, and ``breast_box``: (top, bottom, left, right), rows [top, bottom) and columns
+    [left, right) of the written file that hold the breast's visible part (attenuation > 0, not
+    covered by a border strip).
     """
     grey, digitizer = film_grey_levels(attenuation, rng)
     rows, cols = grey.shape
-    if rng.random() < 0.7:  # unexposed film edge: base+fog only, very bright after digitizing
+    visible = attenuation > 0
+    unexposed = DIGITIZERS[digitizer](0.18 + rng.uniform(0.0, 0.1))  # base + fog: the brightest film
+    artifacts, border = [], np.zeros(grey.shape, bool)
+    if rng.random() < 0.7:
         band = int(cols * rng.uniform(0.015, 0.035))
-        grey[:, cols - band:] = DIGITIZERS[digitizer](0.18 + rng.uniform(0.0, 0.1))
+        border[:, cols - band:] = True
+        artifacts.append("film_edge_nipple_side")
     label = _text_patch(f"{info['laterality']}{info['view']}", rows * 0.045)
     case = _text_patch(f"{int(rng.integers(1000, 9999))}-{info['instance']}", rows * 0.03)
     near_top = rng.random() < 0.5
     right = int(cols * 0.93)
-    _stamp(grey, label, int(rows * (0.03 if near_top else 0.9)), right - label.shape[1], 4095.0)
+    label_at = (int(rows * (0.03 if near_top else 0.9)), right - label.shape[1])
     _stamp(grey, case, int(rows * (0.1 if near_top else 0.85)), right - case.shape[1], 4095.0)
     marker = int(rows * 0.02)
     top = int(rows * (0.85 if near_top else 0.1))
     grey[top: top + marker, right - 2 * marker: right - marker] = 4000.0
+    if rng.random() < TOUCHING_FRACTION:
+        # The breast lies against the cassette's chest-wall edge, whose unexposed border joins it.
+        width = cols * rng.uniform(0.015, 0.04) + cols * rng.uniform(-0.01, 0.01) * np.linspace(-1, 1, rows)
+        border |= np.arange(cols)[None, :] < width[:, None]
+        artifacts.append("border_chest_wall")
+        if rng.random() < 0.5:
+            height = max(1, int(rows * rng.uniform(0.015, 0.035)))
+            edge = str(rng.choice(["top", "bottom"]))
+            border[:height] |= edge == "top"
+            border[rows - height:] |= edge == "bottom"
+            artifacts.append(f"border_{edge}")
+        skin_label = _label_at_skin(visible & ~border, label, rng)
+        if skin_label is not None:
+            label_at = skin_label
+            artifacts.append("label_at_skin")
+    if rng.random() < 0.3:  # the scanner's edge: a thin saturated line along one image edge
+        edge = str(rng.choice(["top", "bottom", "chest_wall", "nipple_side"]))
+        line = np.zeros(grey.shape, bool)
+        line[{"top": np.s_[:2], "bottom": np.s_[-2:], "chest_wall": np.s_[:, :2], "nipple_side": np.s_[:, -2:]}[edge]] = True
+        grey[line] = 4095.0
+        visible &= ~line
+        artifacts.append(f"scanner_edge_{edge}")
+    grey[border] = unexposed
+    _stamp(grey, label, *label_at, 4095.0)
+    touches_breast = ndimage.binary_dilation(visible)  # a pixel beside the breast touches it
+    label_mask = np.zeros(grey.shape, bool)
+    _stamp(label_mask, label > 0.5, *label_at, True)
+    visible &= ~border
     specks = rng.integers(0, [rows, cols], (int(rng.integers(5, 20)), 2))
     grey[specks[:, 0], specks[:, 1]] = rng.choice([0.0, 4095.0], len(specks))
     mirrored = (info["laterality"] == "R") != (rng.random() < 0.5)  # film scans face either way
@@ -198,7 +245,39 @@ def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.rand
         grey = grey[:, ::-1]
     with atomic_output(path) as tmp:
         Image.fromarray(np.rint(grey).astype(np.uint16)).save(tmp, format="PNG", compress_level=0)
-    return {"digitizer": digitizer, "mirrored": bool(mirrored)}
+    return {"digitizer": digitizer, "mirrored": bool(mirrored), "artifacts": artifacts,
+            "border_touches": bool((border & touches_breast).any()),
+            "label_touches": bool((label_mask & touches_breast).any()),
+            "breast_box": breast_box_in_file(visible, mirrored)}
+
+
+def _label_at_skin(breast: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    """(top, left) that puts the label's text across the breast's upper or lower skin line; None if no room.
+
+    A column between 30% and 80% of the breast's depth is chosen; the text overlaps the breast by a
+    few pixels there, above the breast if it has room above, else below.
+    """
+    columns = np.flatnonzero(breast.any(axis=0))
+    if columns.size < 4:
+        return None
+    col = int(columns[0] + rng.uniform(0.3, 0.8) * (columns[-1] - columns[0]))
+    inside = np.flatnonzero(breast[:, col])
+    ink = np.flatnonzero((label > 0.5).any(axis=1))
+    overlap = max(2, label.shape[0] // 6)
+    top = inside[0] + overlap - ink[-1]            # the text's last row lies `overlap` rows inside
+    if top >= 0:
+        return int(top), col
+    top = inside[-1] - overlap - ink[0]            # else the text's first row, below the breast
+    if top + label.shape[0] <= breast.shape[0]:
+        return int(top), col
+    return None
+
+
+def breast_box_in_file(visible: np.ndarray, mirrored: bool) -> tuple[int, int, int, int]:
+    """Bounding box (top, bottom, left, right) of a left-oriented breast mask in the written file."""
+    top, bottom, left, right = mask_box(visible)
+    cols = visible.shape[1]
+    return (top, bottom, cols - right, cols - left) if mirrored else (top, bottom, left, right)
 
 
 def study_date(rng: np.random.Generator) -> datetime.date:
