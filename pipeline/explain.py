@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -47,12 +46,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
 
 import data_prep
 from alexnet_np import AlexNet, backend, load_weights, to_network_input
 from alexnet_np.backend import array_module, to_numpy
 from alexnet_np.weights import weights_info
 from data_prep.fileio import atomic_output
+from data_prep.figures import _findings_by_image
 
 from .config import StudyConfig
 from .data import ImageSet, needed_datasets, split_holdout, synthetic_dataset, training_mean, user_dataset
@@ -358,17 +360,9 @@ def cascading_randomization(model, x, target, method, seed=0, **kw) -> Randomiza
 
 
 # ----------------------------------------------------------------------------- figures
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def draw_overlay(ax, gray, heat, title="", findings=(), incidental=()):
     """Gray stored image with a heat map over it (alpha 0.45, 'jet', scaled to its own maximum)
     and findings drawn as ellipses (red: the class's findings, yellow: incidental)."""
-    from matplotlib.patches import Ellipse
     ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
     top = float(np.max(heat)) if np.size(heat) else 0.0
     ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=top if top > 0 else 1.0)
@@ -401,13 +395,13 @@ def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gr
     maps, _ = compute_maps(net, x_batch, target, method, **kw)
     result = Explanation(maps, proba, np.asarray(target), method)
     if out_dir is not None:
-        plt = _pyplot()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         shown = gray if gray is not None else to_numpy(x_batch[:, 0])
         for i in range(len(maps)):
             name = names[i] if names is not None else f"image_{i:04d}"
-            fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
+            fig = Figure(figsize=(3, 3), dpi=100)
+            ax = fig.subplots()
             img = np.asarray(shown[i], np.float32)
             if gray is None:  # network units: stretch to 0..255 for display
                 img = 255 * (img - img.min()) / max(1e-12, float(img.max() - img.min()))
@@ -416,7 +410,6 @@ def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gr
             path = out_dir / f"{Path(name).stem}_{method}.png"
             with atomic_output(path) as tmp:
                 fig.savefig(tmp, format="png", bbox_inches="tight")
-            plt.close(fig)
             result.paths.append(path)
     return result
 
@@ -448,14 +441,10 @@ def _load_geometry(path, size):
                         str(f.attrs.get("aspect", "stretch")))
 
 
-def _read_findings(manifest_path):
-    truth = Path(manifest_path).parent / "findings.csv" if manifest_path else None
-    found = {}
-    if truth is not None and truth.exists():
-        with open(truth, newline="", encoding="utf-8") as f:
-            for line in csv.DictReader(f):
-                found.setdefault(line["image_path"], []).append(line)
-    return found
+def _ground_truth(ds: ImageSet):
+    """findings.csv beside the dataset's manifest (synthetic cohorts), by image_path; {} without one."""
+    manifest = ds.attrs.get("manifest_path")
+    return _findings_by_image(Path(manifest)) if manifest else {}
 
 
 def load_run_data(cfg: StudyConfig, cache_dir, workers=None) -> dict:
@@ -472,7 +461,7 @@ def load_run_data(cfg: StudyConfig, cache_dir, workers=None) -> dict:
                                      image_size=None, size=cfg.input_size, cache_dir=cache_dir,
                                      workers=workers, progress=cfg.progress)
         ds = ImageSet.load(name, path)
-        out[name] = RunData(ds, _load_geometry(path, cfg.input_size), _read_findings(ds.attrs.get("manifest_path")))
+        out[name] = RunData(ds, _load_geometry(path, cfg.input_size), _ground_truth(ds))
     if "ffdm" in out and "ddsm" in out:
         parts = [out["ffdm"], out["ddsm"]]
         geos = [p.geometry for p in parts]
@@ -531,9 +520,9 @@ def _findings_for(data: RunData, idx):
 
 
 def _figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class_names, title):
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(picks), max(len(p) for _, p in picks) or 1, squeeze=False,
-                             figsize=(2.2 * max(len(p) for _, p in picks), 2.5 * len(picks)), dpi=110)
+    cols = max(len(p) for _, p in picks) or 1
+    fig = Figure(figsize=(2.6 * cols, 2.7 * len(picks)), dpi=110)
+    axes = fig.subplots(len(picks), cols, squeeze=False)
     for row, (label, chosen) in enumerate(picks):
         for col in range(axes.shape[1]):
             ax = axes[row, col]
@@ -543,13 +532,12 @@ def _figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class_name
             k = chosen[col]
             pred = int(proba[k].argmax())
             draw_overlay(ax, ds.images[idx[k]], maps[k],
-                         f"{label}: true {class_names[y[k]]}\ncalled {class_names[pred]} p={proba[k, pred]:.2f}",
+                         f"{label}\ntrue {class_names[y[k]]}, called {class_names[pred]} ({proba[k, pred]:.2f})",
                          [scored[k]] if scored and scored[k] else (),
                          [incidental[k]] if incidental and incidental[k] else ())
     fig.suptitle(title, fontsize=8)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
 
 
 @dataclass
@@ -625,10 +613,10 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
     wrong = [k for k in np.argsort(-conf) if pred[k] != y[k]][:opts.per_row]
     name = f"explain_{record['experiment']}_{scenario.name}_tf{record['test_fraction']:g}.png"
     _figure(Path(run_dir) / name, ds, idx, maps_of[shown], proba, y,
-            [("most confident correct", correct), ("most confident wrong", wrong)],
+            [("confident, correct", correct), ("confident, wrong", wrong)],
             scored, incidental, scenario.class_names,
-            f"{shown} -- {scenario.description} ({record['experiment']}); red: findings of the image's class, "
-            f"yellow: other findings")
+            f"{shown} for the true class -- {scenario.description} ({record['experiment']}): the most confident "
+            f"correct and wrong test images; red: findings of the image's class, yellow: other findings")
     out["figure"] = name
     return out
 

@@ -279,3 +279,31 @@ def test_every_method_gives_the_same_maps_on_cpu_and_gpu(method):
     finally:
         backend.set_backend(previous)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- a finished run
+def test_run_py_explain_on_a_tiny_run(tmp_path):
+    """run.py on a tiny synthetic cohort, then run.py explain over it: the reloaded model must give
+    the run's own probabilities (same weights, same mean image), the findings must map into the
+    stored images, and every output must be written."""
+    import json
+
+    import run
+    out = tmp_path / "run"
+    # the cohort test_pipeline's runs use (same cache folder, size and seed): generated once per session
+    common = ["--cache-dir", str(tmp_path.parent / "cache"), "--no-progress"]
+    assert run.main(["--patients", "ffdm=30", "ddsm=30", "--iters", "3", "--input-size", "67",
+                     "--widths", "8", "12", "12", "12", "8", "16", "16", "--batch-size", "8",
+                     "--n-boot", "20", "--out", str(out), "--device", "cpu", "--workers", "2",
+                     "--test-fraction", "0.3", *common]) == 0
+    assert run.main(["explain", str(out), "--methods", "gradcam", "gradient", "--randomization-images", "4",
+                     "--device", "cpu", *common]) == 0
+    res = json.loads((out / "explain.json").read_text())["results"][0]
+    assert res["max_abs_proba_difference"] < 1e-5
+    assert res["ground_truth"] is True
+    pg = res["pointing_game"]["gradcam"]
+    assert pg["n_images"] > 0 and 0 < pg["chance"] < 1 and 0 <= pg["hit_rate"] <= 1
+    assert len(res["randomization"]["gradient"]["correlation"]) == 8
+    assert (out / res["figure"]).stat().st_size > 5000
+    md = (out / "explain.md").read_text()
+    assert "| gradcam |" in md and "malignant-vs-negative" in md
