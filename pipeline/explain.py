@@ -27,8 +27,9 @@ stored image's size (bilinear, pixel centres aligned). Checks:
 
 * :func:`pointing_game` (Zhang et al. 2016): is the map's maximum inside a ground-truth finding
   of the image's class (within a tolerance in pixels of the original image)? Beside it the chance
-  level, the share of the breast the findings' disks cover, and the share of the map's mass
-  inside the findings (a map spread evenly over the breast scores the chance level on both).
+  level, the share of the breast the findings' disks cover, a one-sided binomial test of the hits
+  against it, and the share of the map's mass inside the findings (a map spread evenly over the
+  breast scores the chance level on both).
 * :func:`cascading_randomization` (Adebayo et al. 2018): re-initialize the layers from fc8 down,
   one more each time; the rank correlation with the trained model's maps must fall, or the map
   does not depend on what the network learned.
@@ -285,6 +286,7 @@ class PointingResult:
     chance: float | None        # mean share of the breast inside the (tolerance-widened) findings
     energy_share: float | None  # mean share of the map's mass inside the findings
     tolerance_px: float
+    p_value: float | None       # one-sided binomial test of the hits against the mean chance level
 
 
 def finding_mask(f: StoredFindings, size, tolerance_px):
@@ -318,8 +320,12 @@ def pointing_game(maps, findings, breast, tolerance_px=TOLERANCE_PX) -> Pointing
         chance.append(float((inside & breast[i]).sum()) / max(1, int(breast[i].sum())))
         energy.append(float(m[inside].sum()) / total if total > 0 else 0.0)
     n = len(hits)
-    mean = (lambda v: float(np.mean(v))) if n else (lambda v: None)
-    return PointingResult(n, int(sum(hits)), mean(hits), mean(chance), mean(energy), float(tolerance_px))
+    if n == 0:
+        return PointingResult(0, 0, None, None, None, float(tolerance_px), None)
+    from scipy.stats import binomtest
+    p = binomtest(int(sum(hits)), n, float(np.mean(chance)), alternative="greater").pvalue
+    return PointingResult(n, int(sum(hits)), float(np.mean(hits)), float(np.mean(chance)), float(np.mean(energy)),
+                          float(tolerance_px), float(p))
 
 
 def spearman(a, b):
@@ -602,7 +608,7 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
         out["randomization"][method] = asdict(curve)
     for method in opts.methods:
         pg = out["pointing_game"].get(method)
-        loc = None if not pg or pg["hit_rate"] is None else pg["hit_rate"] > pg["chance"]
+        loc = None if not pg or pg["hit_rate"] is None else pg["p_value"] < 0.05
         rnd = out["randomization"].get(method, {}).get("passes")
         out.setdefault("verdict", {})[method] = {"localizes_above_chance": loc, "passes_randomization": rnd}
     # figure: the most confident correct and the most confident wrong test images, Grad-CAM
@@ -621,6 +627,10 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
     return out
 
 
+def _cell(value, spec=".2f"):
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(results, tolerance_px):
     """The report section: the pointing-game table per scenario and method, the randomization
     curves' end points, and the figures."""
@@ -636,19 +646,20 @@ def markdown(results, tolerance_px):
         if r["max_abs_proba_difference"] > 1e-3:
             lines += [f"Warning: the reloaded model's probabilities differ from the run's by up to "
                       f"{r['max_abs_proba_difference']:.3g}.", ""]
-        lines += ["| method | images | hit rate | chance | mass inside | randomization: correlation after fc8 ... "
-                  "all layers | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["| method | images | hit rate | chance | p (hits > chance) | mass inside | randomization: "
+                  "correlation after fc8 ... all layers | verdict |", "|---|---|---|---|---|---|---|---|"]
         for method, v in r["verdict"].items():
-            pg = r["pointing_game"].get(method)
+            pg = r["pointing_game"].get(method) or dict.fromkeys(("n_images", "hit_rate", "chance", "p_value",
+                                                                   "energy_share"))
             rnd = r["randomization"].get(method)
-            fmt = lambda a: "-" if a is None else f"{a:.2f}"  # noqa: E731
             curve = f"{rnd['correlation'][0]:.2f} ... {rnd['correlation'][-1]:.2f}" if rnd else "not run"
             failed = v["localizes_above_chance"] is False and v["passes_randomization"] is False
             verdict = "fails both checks" if failed else ", ".join(
                 t for t, ok in (("localizes", v["localizes_above_chance"]),
                                 ("randomization-sensitive", v["passes_randomization"])) if ok) or "-"
-            lines.append(f"| {method} | {pg['n_images'] if pg else '-'} | {fmt(pg and pg['hit_rate'])} | "
-                         f"{fmt(pg and pg['chance'])} | {fmt(pg and pg['energy_share'])} | {curve} | {verdict} |")
+            cells = [_cell(pg["n_images"], "d"), _cell(pg["hit_rate"]), _cell(pg["chance"]), _cell(pg["p_value"], ".2g"),
+                     _cell(pg["energy_share"])]
+            lines.append(f"| {method} | {' | '.join(cells)} | {curve} | {verdict} |")
         ig = r["integrated_gradients_completeness"]
         if ig:
             lines += ["", f"Integrated gradients ({ig['steps']} steps): completeness error median "

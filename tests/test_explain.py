@@ -213,6 +213,7 @@ def test_pointing_game_on_hand_made_maps():
     assert (strict.n_images, strict.hits) == (3, 1)
     loose = explain.pointing_game(maps, findings, breast, tolerance_px=3)
     assert loose.hits == 2 and loose.hit_rate == pytest.approx(2 / 3)
+    assert loose.p_value < strict.p_value  # more hits, at a chance level that grew less
     inside = (np.add.outer((np.arange(size) - 10.0) ** 2, (np.arange(size) - 10.0) ** 2) <= 9)
     assert strict.chance == pytest.approx(inside[:, :20].sum() / 800)
     assert strict.energy_share == pytest.approx(1 / 3)  # all of image 0's mass, none of the others'
