@@ -4,6 +4,7 @@
     python run.py --scenario malignant-vs-negative          # the demo, on synthetic data, CPU minutes
     python run.py --scenario all --experiment all --preset paper --data ffdm=ffdm.csv ddsm=ddsm.csv \\
                   --pretrained bvlc_alexnet.h5               # the paper's grid on real data
+    python run.py explain RUN_DIR                            # where a finished run's models look (--help there)
 
 Without --data, synthetic FFDM-like and DDSM-like cohorts are generated once and
 cached (see --cache-dir). The run writes results.json, predictions.csv, training

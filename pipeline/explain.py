@@ -697,7 +697,7 @@ def _error(message):
 
 
 def main(argv=None):
-    """``python run.py explain RUN_DIR``: attribution maps and their checks for a finished run."""
+    """python run.py explain RUN_DIR: attribution maps and their checks for a finished run."""
     ap = argparse.ArgumentParser(prog="run.py explain", description=main.__doc__ + " Writes explain.json, "
                                  "explain_*.png and explain.md into RUN_DIR and prints the markdown section.")
     ap.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (results.json, jobs/...)")
