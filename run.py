@@ -6,6 +6,7 @@
                   --pretrained bvlc_alexnet.h5               # the paper's grid on real data
     python run.py predict runs/X/jobs/ffdm/malignant-vs-negative/tf0.05/main/model.h5 IMAGES... --out scores.csv
                                                              # score new images (run.py predict --help)
+    python run.py explain RUN_DIR                            # where a finished run's models look (--help there)
 
 Without --data, synthetic FFDM-like and DDSM-like cohorts are generated once and
 cached (see --cache-dir). The run writes results.json, predictions.csv, training
@@ -127,6 +128,9 @@ def main(argv=None):
     if argv[:1] == ["predict"]:  # python run.py predict MODEL.h5 INPUT... --out scores.csv
         from pipeline.predict import main as predict_main
         return predict_main(argv[1:])
+    if argv[:1] == ["explain"]:  # python run.py explain RUN_DIR: see pipeline/explain.py
+        from pipeline.explain import main as explain_main
+        return explain_main(argv[1:])
     args = parse_args(argv)
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS}
     overrides["progress"] = not args.no_progress

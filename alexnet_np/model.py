@@ -22,6 +22,8 @@ Grayscale mammograms enter as the gray image replicated to three channels
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import ops
@@ -78,6 +80,15 @@ def _classifier(variant, fc6_in, w, num_classes, dropout, rng):
     return [("flatten", Flatten())] + fc
 
 
+@dataclass
+class LayerGradient:
+    """What :meth:`AlexNet.activation_gradient` hands back for a batch of N images."""
+
+    logits: object      # (N, num_classes), pre-softmax, dropout off (test mode)
+    activation: object  # the chosen layer's output, (N, ...)
+    gradient: object    # d(sum_n seed[n] . logits[n]) / d activation, same shape as activation
+
+
 class AlexNet:
     """AlexNet with manual backprop.
 
@@ -95,6 +106,8 @@ class AlexNet:
     * ``params`` / ``grads``: dicts keyed ``"conv1.weight"``, ``"conv1.bias"``, ... ``"fc8.bias"``;
       the arrays are the layers' own, so updating them in place updates the model.
     * ``forward(x, train)`` -> logits (N, num_classes); ``backward(dlogits)`` fills ``grads``.
+    * ``activation_gradient(x, seed, layer)``: a layer's output and the gradient of chosen
+      logits with respect to it, at test time (attribution maps, pipeline/explain.py).
     """
 
     def __init__(self, num_classes, variant="caffe", dropout=0.5, input_size=None, init="caffe",
@@ -171,9 +184,7 @@ class AlexNet:
     # -------------------------------------------------------------- passes
     def forward(self, x, train=True):
         """x: (N, 3, S, S) float -> logits (N, num_classes). ``train`` enables dropout and caching."""
-        if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
-            raise ValueError(f"AlexNet({self.variant}, input_size={self.input_size}) expects input "
-                             f"of shape (N, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
+        self._check_input(x)
         for _, layer in self.layers:
             x = layer.forward(x, train)
         return x
@@ -186,6 +197,50 @@ class AlexNet:
             for key, g in layer.grads.items():
                 self.grads[f"{name}.{key}"] = g
         return d
+
+    def activation_gradient(self, x, seed, layer=None) -> LayerGradient:
+        """One test-mode forward and one backward, from ``seed`` down to the output of ``layer``.
+
+        seed: (N, num_classes), the weights of the logits whose gradient is wanted (a one-hot
+        row picks one logit per image). Returns the logits, the output A of ``layer`` and
+        dF/dA with F = sum_n seed[n] . logits[n]. Dropout is off, as at test time, and no
+        layer mixes images, so row n of dF/dA is the gradient of image n's own selected logit.
+
+        ``layer`` names an entry of ``self.layers``. The ReLUs run in place, so a convolution's
+        output array *is* its ReLU's output: ask for ``"relu5"`` (not ``"conv5"``) to get A after
+        the ReLU with its gradient. ``layer=None`` means the input x itself; that needs
+        ``layer("conv1").needs_input_grad = True`` (it is off because training never needs it),
+        which the caller sets and restores. Parameter gradients of the layers passed through are
+        overwritten; the backward stops at ``layer``, and the caches below it are dropped.
+        """
+        self._check_input(x)
+        names = [n for n, _ in self.layers]
+        if layer is not None and layer not in names:
+            raise KeyError(f"no layer {layer!r}; layers are {names}")
+        activation = x if layer is None else None
+        a = x
+        for name, lay in self.layers:
+            # train=True keeps what backward needs; Dropout alone reads train as "drop"
+            a = lay.forward(a, train=not isinstance(lay, Dropout))
+            if name == layer:
+                activation = a
+        logits = a
+        d = self.xp.asarray(seed, dtype=logits.dtype)
+        if d.shape != logits.shape:
+            raise ValueError(f"seed must have the logits' shape {tuple(logits.shape)}, got {tuple(d.shape)}")
+        stop = names.index(layer) if layer is not None else -1
+        for i in range(len(self.layers) - 1, stop, -1):
+            d = self.layers[i][1].backward(d)
+            if d is None:
+                raise ValueError("the input gradient needs conv1.needs_input_grad = True for this call")
+        for _, lay in self.layers[:stop + 1]:
+            lay.cache = None
+        return LayerGradient(logits, activation, d)
+
+    def _check_input(self, x):
+        if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
+            raise ValueError(f"AlexNet({self.variant}, input_size={self.input_size}) expects input "
+                             f"of shape (N, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
 
     def predict_proba(self, x, batch_size=100):
         """Softmax probabilities (host NumPy array, (N, num_classes)) in test mode, batch by batch."""
