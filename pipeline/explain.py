@@ -51,17 +51,16 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 
 import data_prep
-from alexnet_np import AlexNet, backend, load_weights, to_network_input
+from alexnet_np import to_network_input
 from alexnet_np.backend import array_module, to_numpy
-from alexnet_np.weights import weights_info
 from data_prep.fileio import atomic_output
 from data_prep.figures import _findings_by_image
 
-from .config import StudyConfig
-from .data import ImageSet, needed_datasets, split_holdout, synthetic_dataset, training_mean, user_dataset
+from .config import StudyConfig, UserError
+from .data import ImageSet, needed_datasets, synthetic_dataset, user_dataset
+from .modelfile import load_model, score
 from .scenarios import LABEL_NAMES, get_scenario
-from .study import FN_SCENARIOS, _interval_patients, _select
-from .train import predict
+from .study import read_predictions
 
 METHODS = ("gradcam", "gradcam++", "gradient", "integrated-gradients", "occlusion")
 #: Pointing-game tolerance in pixels of the original image (Zhang et al. 2016 used 15).
@@ -479,21 +478,6 @@ def load_run_data(cfg: StudyConfig, cache_dir, workers=None) -> dict:
     return out
 
 
-def _mean_for(cfg, ds, record):
-    """The input mean the job trained with: the training images' mean image, found again by the
-    study's own selection (pipeline/study.py), or the pretrained weights' per-channel mean."""
-    if cfg.pretrained and record["experiment"] != "incremental":
-        return np.asarray(weights_info(cfg.pretrained)["mean"], dtype=np.float32)
-    scenario = get_scenario(record["scenario"])
-    base = "ffdm" if record["experiment"] == "incremental" else record["experiment"]
-    tf = record["test_fraction"]
-    train_side, _ = split_holdout(ds, tf, cfg.seed)
-    fn = cfg.fn_analysis if (base == "ffdm" and scenario.name in FN_SCENARIOS) else "off"
-    held_out = _interval_patients(ds) if fn == "holdout" else np.array([], dtype=str)
-    train_idx, _ = _select(cfg, ds, scenario, train_side, held_out, base, scenario.name, f"tf{tf:g}", "train")
-    return training_mean(ds, train_idx)
-
-
 def _stored_findings(rows, geo: Geometry, i):
     """findings.csv rows of one image -> StoredFindings in the stored image of index i."""
     if not rows:
@@ -562,13 +546,13 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
     job = Path(run_dir) / "jobs" / record["job"]
     scenario = get_scenario(record["scenario"])
     ds = data.dataset
-    with h5py.File(job / "predictions.h5", "r") as f:
-        idx, y, proba = f["test/index"][()], f["test/label"][()], f["test/proba"][()]
-    net = AlexNet(scenario.num_classes, variant=cfg.variant, input_size=cfg.input_size, init=cfg.init,
-                  dropout=cfg.dropout, seed=cfg.seed, widths=cfg.widths)
-    load_weights(net, job / "weights.h5")
-    mean = _mean_for(cfg, ds, record)
-    check = predict(net, ds.images, idx, mean, cfg.input_scale, cfg.batch_size)
+    test = read_predictions(job / "predictions.h5")["test"]
+    idx, y, proba = test.index, test.label, test.proba
+    # model.h5 holds the network and the input mean and scale it trained with; scoring the test
+    # images again checks that the maps explain the very model the run evaluated.
+    net, card = load_model(job / "model.h5")
+    mean, scale = card.mean, card.input_scale
+    check = score(net, card, ds.images[idx], batch_size=cfg.batch_size)
     mismatch = float(np.abs(check - proba).max())
     scored, incidental = _findings_for(data, idx)
     breast = ds.images[idx] > 0
@@ -583,7 +567,7 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
         parts, igs = [], []
         for start in range(0, len(idx), batch):
             sel = idx[start:start + batch]
-            x = to_network_input(net.xp.asarray(ds.images[sel]), net.xp.asarray(mean), cfg.input_scale)
+            x = to_network_input(net.xp.asarray(ds.images[sel]), net.xp.asarray(mean), scale)
             maps, ig = compute_maps(net, x, y[start:start + batch], method, steps=opts.steps)
             parts.append(maps)
             igs.append(ig)
@@ -600,7 +584,7 @@ def explain_record(run_dir, cfg, record, data: RunData, opts: ExplainOptions):
     # the randomization check on the first test images of the scored class (or all, without findings)
     with_truth = [k for k in range(len(idx)) if scored is None or scored[k] is not None]
     chosen = np.asarray(with_truth[:opts.randomization_images] or list(range(min(len(idx), opts.randomization_images))))
-    x = to_network_input(net.xp.asarray(ds.images[idx[chosen]]), net.xp.asarray(mean), cfg.input_scale)
+    x = to_network_input(net.xp.asarray(ds.images[idx[chosen]]), net.xp.asarray(mean), scale)
     for method in opts.methods:
         if method == "occlusion":  # hundreds of forwards per step; the check stays with the gradient methods
             continue
@@ -725,7 +709,11 @@ def main(argv=None):
             return _error(f"{name}: got {value}, expected an integer >= {low}")
     if args.tolerance < 0:
         return _error(f"--tolerance: got {args.tolerance}, expected a number >= 0")
-    backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[args.device])
+    from .runner import select_device  # the runner calls explain_run at a run's end: no import at the top
+    try:
+        select_device(args.device)
+    except UserError as e:
+        return _error(str(e))
     opts = ExplainOptions(tuple(args.methods), args.tolerance, args.per_row, args.steps,
                           args.randomization_images, not args.no_progress)
     lines = explain_run(run_dir, args.cache_dir, opts)
