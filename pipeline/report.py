@@ -574,8 +574,9 @@ def section_kernels(env):
         [f"- {line}" for line in used.summary().splitlines()] + [""]
 
 
-def write_report(out, cfg, records, cohorts, env, timings, command, provenance=None):
-    """Write figures and report.md under ``out``, one section after the other; returns report.md's path."""
+def write_report(out, cfg, records, cohorts, env, timings, command, provenance=None, explain=None):
+    """Write figures and report.md under ``out``, one section after the other; returns report.md's path.
+    ``explain``: the markdown lines of pipeline.explain's section (Grad-CAM figures and pointing game)."""
     out = Path(out)
     (out / "figures").mkdir(exist_ok=True)
     first_tf = cfg.test_fractions[0]
@@ -589,6 +590,7 @@ def write_report(out, cfg, records, cohorts, env, timings, command, provenance=N
     lines += section_operating_point(records)
     lines += section_false_negatives(records)
     lines += section_training(out, cfg, records)
+    lines += (explain or []) + [""]  # pipeline.explain's section: where the models look, measured
     lines += section_files()
     lines += section_environment(cfg, env, timings, records)
     lines += section_provenance(provenance)

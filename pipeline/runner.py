@@ -23,6 +23,7 @@ from .cluster import ClusterSpec, JobsFailed, SlurmOptions
 from .config import StudyConfig, UserError, deviations, resolve_config
 from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, _built_attrs, attrition, needed_datasets,
                    synthetic_dataset, user_dataset)
+from .explain import ExplainOptions, explain_run
 from .modelfile import git_version
 from .scenarios import LABEL_NAMES, ScenarioDataError, get_scenario, scenario_labels
 from .study import Study, read_predictions
@@ -381,5 +382,13 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     write_json_atomic(out / "environment.json", env)
     write_predictions_csvs(out, study)
     write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings, prov))
-    report.write_report(out, cfg, study.records, cohorts, env, timings, command, provenance=prov)
+    # Where each model looks (Grad-CAM only: about one training step per batch of test images; the
+    # other methods cost far more and are one `python run.py explain RUN_DIR` away).
+    t0 = time.perf_counter()
+    looks = explain_run(out, cache_dir, ExplainOptions(methods=("gradcam",), progress=cfg.progress), workers)
+    timings["explain_s"] = time.perf_counter() - t0
+    looks[1:1] = ["", f"Computed at the end of the run in {timings['explain_s']:.0f} s. `python run.py explain "
+                      f"{out}` adds Grad-CAM++, the input gradient, integrated gradients and occlusion."]
+    write_json_atomic(out / "results.json", results_json(study.records, cohorts, cfg, env, timings, prov))
+    report.write_report(out, cfg, study.records, cohorts, env, timings, command, provenance=prov, explain=looks)
     return study.records, cohorts

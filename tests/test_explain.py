@@ -297,6 +297,12 @@ def test_run_py_explain_on_a_tiny_run(tmp_path):
                      "--widths", "8", "12", "12", "12", "8", "16", "16", "--batch-size", "8",
                      "--n-boot", "20", "--out", str(out), "--device", "cpu", "--workers", "2",
                      "--test-fraction", "0.3", *common]) == 0
+    # the run itself ends with Grad-CAM: the report has its section, figure and pointing-game table
+    report = (out / "report.md").read_text()
+    assert "## Where the network looks" in report and "| gradcam |" in report and "Computed at the end" in report
+    first = json.loads((out / "explain.json").read_text())["results"][0]
+    assert (out / first["figure"]).is_file() and f"]({first['figure']})" in report
+    assert "explain_s" in json.loads((out / "results.json").read_text())["timings"]
     assert run.main(["explain", str(out), "--methods", "gradcam", "gradient", "--randomization-images", "4",
                      "--device", "cpu", *common]) == 0
     res = json.loads((out / "explain.json").read_text())["results"][0]
