@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 import data_prep
-from alexnet_np import backend
+from alexnet_np import backend, to_network_input
 from data_prep.adapters import IMAGE_SUFFIXES
 from data_prep.fileio import write_csv_atomic
 from data_prep.parallel import default_workers, parallel_map
 
 from . import evaluate
+from .explain import explain_images
 from .modelfile import ModelFileError, read_card, load_model, score
 
 
@@ -279,6 +280,10 @@ def parse_args(argv):
     ap.add_argument("--n-boot", type=_positive_int, default=2000,
                     help="bootstrap replicates of the AUC's patient-level CI, with a manifest (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    ap.add_argument("--explain", metavar="DIR",
+                    help="also write, per image, a PNG of its Grad-CAM map for the positive class over the "
+                         "preprocessed image, into DIR (named <row>_<file stem>_gradcam.png, row = the image's "
+                         "position in the inputs)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
@@ -290,6 +295,8 @@ def check_args(args):
     paths = output_paths(args.out)
     if Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a folder; expected a .csv file name")
+    if args.explain and Path(args.explain).exists() and not Path(args.explain).is_dir():
+        raise UsageError(f"--explain {args.explain} is a file; expected a folder for the overlay PNGs")
     taken = {os.path.realpath(p) for p in [args.model, *args.inputs, *(item.path for item in images)]}
     for name, path in paths.items():
         if os.path.realpath(path) in taken:
@@ -315,6 +322,10 @@ def main(argv=None):
         for i, p, lat, view in zip(batch.index, batch.proba, batch.laterality, batch.view):
             images[i].laterality, images[i].view = lat, view
             proba_by_image[int(i)] = p
+        if args.explain:
+            x = to_network_input(net.xp.asarray(batch.gray), net.xp.asarray(card.mean), card.input_scale)
+            explain_images(net, x, card.positive_class, "gradcam", args.explain, gray=batch.gray,
+                           names=[f"{i:05d}_{Path(images[i].path).stem}" for i in batch.index])
     errors.sort()
     write_csv_atomic(paths["errors"], ("image_path", "reason"), [(images[i].path, reason) for i, reason in errors])
     if not proba_by_image:
@@ -326,5 +337,6 @@ def main(argv=None):
     if from_manifest:
         print(auc_summary(card, images, proba_by_image, args.n_boot, args.seed))
     written = [paths["scores"]] + ([paths["breast"], paths["patient"]] if from_manifest else [])
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in written)
+          + (f", and {len(proba_by_image)} Grad-CAM overlays in {args.explain}" if args.explain else ""))
     return 0

@@ -193,7 +193,8 @@ def test_predict_on_files_and_a_folder(trained, tmp_path, capsys):
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     one = sorted(folder.glob("*.dcm"))[0]
     code, stdout, _ = _predict(capsys, out / JOB / "model.h5", tmp_path / "images", one,
-                               "--out", tmp_path / "out" / "scores.csv", "--workers", "2", "--batch-size", "2")
+                               "--out", tmp_path / "out" / "scores.csv", "--workers", "2", "--batch-size", "2",
+                               "--explain", tmp_path / "maps")
     assert code == 0
     scores = {Path(r["image_path"]).name: r for r in _read_csv(tmp_path / "out" / "scores.csv")}
     assert len(scores) == 3 and "label" not in next(iter(scores.values()))
@@ -203,10 +204,15 @@ def test_predict_on_files_and_a_folder(trained, tmp_path, capsys):
         np.testing.assert_allclose([float(row["p_negative"]), float(row["p_malignant"])], p, rtol=0, atol=1e-5)
     assert [Path(e["image_path"]).name for e in _read_csv(tmp_path / "out" / "scores.errors.csv")] == ["broken.png"]
     assert not (tmp_path / "out" / "scores_breast.csv").exists() and "AUC" not in stdout
+    # --explain: one Grad-CAM overlay per scored image, named by its input position and file stem
+    overlays = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert len(overlays) == 3 and all(name.endswith("_gradcam.png") for name in overlays)
+    assert {name.split("_", 1)[1].rsplit("_gradcam", 1)[0] for name in overlays} == {Path(n).stem for n in scores}
+    assert "3 Grad-CAM overlays" in stdout
 
 
 @pytest.mark.parametrize("case", ["missing input", "out is an input", "batch size 0", "weights only",
-                                  "empty folder", "bad manifest"])
+                                  "empty folder", "bad manifest", "explain into a file"])
 def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, case):
     out, _ = trained
     model = out / JOB / "model.h5"
@@ -221,6 +227,8 @@ def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, 
         "weights only": ([tmp_path / "weights.h5", image, "--out", tmp_path / "s.csv"], "not a model file"),
         "empty folder": ([model, tmp_path / "empty", "--out", tmp_path / "s.csv"], "no .dcm"),
         "bad manifest": ([model, tmp_path / "bad.csv", "--out", tmp_path / "s.csv"], "column 'exam_id'"),
+        "explain into a file": ([model, image, "--out", tmp_path / "s.csv", "--explain", tmp_path / "bad.csv"],
+                                "--explain"),
     }[case]
     code, stdout, stderr = _predict(capsys, *argv)
     assert code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
