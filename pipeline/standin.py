@@ -250,12 +250,15 @@ def generate(categories: Categories, labels, indices, size) -> np.ndarray:
 
 def write_training_set(path, categories, images_per_class, size, chunk=256, progress=True):
     """Generate images 0..N-1 of every category into HDF5 ``path`` (datasets ``images``, ``labels``);
-    returns the mean pixel. Written atomically; an existing complete file is reused."""
+    returns the mean pixel. Written atomically; an existing file made with the same settings is reused."""
     path = Path(path)
     n = len(categories) * images_per_class
+    made_of = json.dumps({"classes": len(categories), "images_per_class": images_per_class, "size": size,
+                          "seed": categories.seed, "generator_version": GENERATOR_VERSION})
     if path.exists():
         with h5py.File(path, "r") as f:
-            return float(f.attrs["mean_pixel"])
+            if f.attrs.get("made_of") == made_of:
+                return float(f.attrs["mean_pixel"])
     labels = np.repeat(np.arange(len(categories)), images_per_class)
     indices = np.tile(np.arange(images_per_class), len(categories))
     bar = _bar(progress, n, "generate")
@@ -272,6 +275,7 @@ def write_training_set(path, categories, images_per_class, size, chunk=256, prog
                 bar.update(len(batch))
         mean = total / (n * size * size)
         f.attrs["mean_pixel"] = mean
+        f.attrs["made_of"] = made_of
         f.attrs["generate_s"] = time.perf_counter() - t0
     if bar is not None:
         bar.close()
@@ -382,26 +386,34 @@ def parse_args(argv=None):
                     help=f"base learning rate (default {d.lr})")
     ap.add_argument("--lr-step", type=int, default=None,
                     help="divide the lr by 10 every this many iterations (default: 80%% of --iters)")
+    ap.add_argument("--input-scale", type=float, default=d.input_scale,
+                    help=f"network input = (image - mean) * this while pretraining (default 1/{1 / d.input_scale:g}; "
+                         "the file takes 0-255 inputs whatever it is: conv1 is stored times it)")
     ap.add_argument("--input-size", type=int, default=d.input_size,
                     help=f"image side in pixels, the network input (default {d.input_size}, the demo's)")
     ap.add_argument("--seed", type=int, default=d.seed, help=f"decides categories, images and training (default {d.seed})")
     ap.add_argument("--widths", type=int, nargs=7, default=None, metavar="W",
                     help="layer widths conv1..conv5 fc6 fc7 (default: AlexNet's; smaller for tests)")
     ap.add_argument("--work-dir", default=None, help="where the generated set and checkpoints go (default OUT.work/<hash>)")
+    ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                    help=f"iterations between checkpoints (default {d.checkpoint_every})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap.parse_args(argv)
 
 
 def _check(args) -> str | None:
     """The first problem with the options, as one line, or None."""
-    for name in ("classes", "images_per_class", "test_per_class", "iters", "batch_size", "input_size", "lr_step"):
+    for name in ("classes", "images_per_class", "test_per_class", "iters", "batch_size", "input_size", "lr_step",
+                 "checkpoint_every"):
         value = getattr(args, name)
         if value is None:
             continue
         if value < (2 if name == "classes" else 1):
             return f"--{name.replace('_', '-')} {value}: expected an integer >= {2 if name == 'classes' else 1}"
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        return f"--lr {args.lr}: expected a positive number"
+    for name in ("lr", "input_scale"):
+        value = getattr(args, name)
+        if not (value > 0 and math.isfinite(value)):
+            return f"--{name.replace('_', '-')} {value}: expected a positive number"
     if args.widths and min(args.widths) < 2:
         return f"--widths {args.widths}: expected 7 integers >= 2"
     out = Path(args.out)
@@ -423,8 +435,10 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cfg = StandinConfig(out=args.out, classes=args.classes, images_per_class=args.images_per_class,
                         test_per_class=args.test_per_class, iters=args.iters, batch_size=args.batch_size,
-                        lr=args.lr, lr_step=args.lr_step, input_size=args.input_size, seed=args.seed, widths=args.widths,
-                        work_dir=args.work_dir, progress=not args.no_progress)
+                        lr=args.lr, lr_step=args.lr_step, input_size=args.input_size,
+                        input_scale=args.input_scale, seed=args.seed, widths=args.widths,
+                        work_dir=args.work_dir, checkpoint_every=args.checkpoint_every,
+                        progress=not args.no_progress)
     pretrain(cfg)
     return 0
 
