@@ -31,15 +31,17 @@ plus uniform pixel noise of standard deviation ~ U[0, 8] gray levels.
 
 **Pretraining.** The training set is ``images_per_class`` images per category (indices
 0..N-1), written once to an HDF5 file; held-out images are further indices (N, N+1, ...)
-of the same categories. AlexNet (variant caffe, He initialization, the demo's input scale
-1/64 after subtracting the training set's mean pixel) is trained with Caffe's SGD by
-:func:`pipeline.train.train` (prefetching, progress bar, checkpoints, resume).
+of the same categories. AlexNet (variant caffe, He initialization with fc8 drawn at std
+0.001, input = (image - the set's mean pixel) / 512) is trained with Caffe's SGD by
+:func:`pipeline.train.train` (prefetching, progress bar, checkpoints, resume). At the demo's
+input scale of 1/64 the full-width network's first steps move its logits by tens and it
+stops depending on the image within 20 iterations (bench/demo_design.md, "the loss clue").
 
 **The weights file** holds conv1..conv5 only (float32, 9.3 MB at any input size): fc6's
-shape depends on the input size, and fc6 + fc7 would add 84 MB at 99 px. conv1's weights
-are multiplied by the input scale, so the file expects inputs in 0-255 units minus its
-``mean`` attribute, exactly like converted ImageNet weights. Its root attributes record
-the parameters (``standin``, JSON), the seed, the time taken and the held-out accuracy.
+shape depends on the input size, and fc6 + fc7 would add 84 MB at 99 px. It expects
+inputs (x - ``mean``) * ``input_scale`` (root attributes), so fine-tune it with
+``run.py --pretrained FILE --input-scale <its input_scale>``. Its root attributes also
+record the parameters (``standin``, JSON), the seed, the time taken and the held-out accuracy.
 """
 from __future__ import annotations
 
@@ -96,17 +98,17 @@ class StandinConfig:
     """What :func:`pretrain` builds (the command line's options)."""
 
     out: str
-    classes: int = 50
-    images_per_class: int = 200
+    classes: int = 32
+    images_per_class: int = 150
     test_per_class: int = 20
-    iters: int = 1000
+    iters: int = 3000
     batch_size: int = 32
     lr: float = 0.005
     lr_step: int | None = None      # default: 80% of iters
     momentum: float = 0.9
     weight_decay: float = 0.0005
     input_size: int = 99
-    input_scale: float = 1 / 64
+    input_scale: float = 1 / 512    # the demo's 1/64 kills the full-width network (bench/demo_design.md)
     seed: int = 0
     widths: list | None = None
     work_dir: str | None = None     # default: <out>.work
@@ -335,10 +337,9 @@ def pretrain(cfg: StandinConfig, log=print) -> StandinResult:
     test_images = generate(categories, test_labels, test_indices, cfg.input_size)
     proba = predict(net, test_images, np.arange(len(test_labels)), mean_arr, cfg.input_scale, cfg.batch_size)
     accuracy = float((proba.argmax(axis=1) == test_labels).mean())
-    # conv1 is linear and unpadded: W * scale on raw (x - mean) equals W on (x - mean) * scale
-    params = {f"{name}.{kind}": np.array(net.params[f"{name}.{kind}"]) for name in CONV_LAYERS
-              for kind in ("weight", "bias")}
-    params["conv1.weight"] *= np.float32(cfg.input_scale)
+    # The input scale is recorded, not folded into conv1: folded, conv1's gradients in 0-255 units
+    # would be 512x larger on 512x smaller weights, and the first fine-tuning step blew up (measured).
+    params = {f"{name}.{kind}": net.params[f"{name}.{kind}"] for name in CONV_LAYERS for kind in ("weight", "bias")}
     record = dict(asdict(cfg), generator_version=GENERATOR_VERSION, fc8_init_std=FC8_STD, chains=CHAINS, steps=STEPS, burn_in=BURN_IN,
                   lr_step=opt.stepsize)
     for key in ("out", "work_dir", "progress"):
@@ -346,11 +347,11 @@ def pretrain(cfg: StandinConfig, log=print) -> StandinResult:
     write_weights(cfg.out, params, "caffe", cfg.input_size, mean=(mean,) * 3,
                   source=f"alexnet_np stand-in pretraining (pipeline/standin.py): {cfg.classes} FractalDB-style "
                          f"IFS fractal categories, {cfg.images_per_class} images each, {opt.iteration} iterations; "
-                         "conv1..conv5 only, conv1 scaled to take 0-255 inputs",
+                         f"conv1..conv5 only; inputs (x - mean) * {cfg.input_scale:g}",
                   standin=json.dumps(record), seed=cfg.seed, pretrain_accuracy=accuracy,
                   pretrain_chance=1.0 / cfg.classes, pretrain_train_accuracy=train_accuracy,
                   pretrain_test_images=len(test_labels), generate_s=generate_s, train_s=train_s,
-                  iterations=opt.iteration, input_scale_folded=cfg.input_scale,
+                  iterations=opt.iteration, input_scale=cfg.input_scale,
                   created=time.strftime("%Y-%m-%d %H:%M:%S"))
     result = StandinResult(str(cfg.out), accuracy, 1.0 / cfg.classes, train_accuracy, generate_s, train_s,
                            opt.iteration)

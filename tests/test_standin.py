@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from alexnet_np import AlexNet, load_weights, to_network_input
+from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import weights_info
 from pipeline import standin
 from test_pipeline import MINI, _run
@@ -46,7 +46,8 @@ def tiny(tmp_path_factory):
     """A tiny pretraining: 2 categories, a miniature AlexNet at 67 px; returns (config, result)."""
     folder = tmp_path_factory.mktemp("standin")
     cfg = standin.StandinConfig(out=str(folder / "standin.h5"), classes=2, images_per_class=60,
-                                test_per_class=30, iters=80, lr=0.01, input_size=SIZE, widths=list(MINI),
+                                test_per_class=30, iters=80, lr=0.01, input_scale=1 / 64, input_size=SIZE,
+                                widths=list(MINI),
                                 work_dir=str(folder / "work"), checkpoint_every=40, progress=False)
     return cfg, standin.pretrain(cfg, log=lambda *a: None)
 
@@ -67,11 +68,10 @@ def test_tiny_pretraining_learns_the_categories(tiny):
 
 def test_the_file_loads_as_run_py_pretrained_loads_it(tiny):
     """pipeline/study.py's rule: the same input size replaces fc8 only; a conv-only file leaves fc6..fc8
-    as initialized. conv1 is stored times the input scale: on 0-255 inputs minus the file's mean it
-    computes what the trained network computed on scaled inputs."""
+    as initialized, and its conv layers are the pretraining's, to be fed (x - mean) * input_scale."""
     cfg, _ = tiny
     info = weights_info(cfg.out)
-    assert info["variant"] == "caffe" and info["input_size"] == SIZE
+    assert info["variant"] == "caffe" and info["input_size"] == SIZE and info["input_scale"] == cfg.input_scale
     fresh = AlexNet(2, input_size=SIZE, widths=MINI, init="he", seed=3)
     net = AlexNet(2, input_size=SIZE, widths=MINI, init="he", seed=3)
     load_weights(net, cfg.out, exclude=("fc8",))
@@ -79,19 +79,10 @@ def test_the_file_loads_as_run_py_pretrained_loads_it(tiny):
         assert np.array_equal(net.params[f"{name}.weight"], fresh.params[f"{name}.weight"])
     trained = AlexNet(2, input_size=SIZE, widths=MINI, init="he", seed=3)
     load_weights(trained, f"{cfg.work_dir}/checkpoint.h5")  # the pretraining's own last state
-    gray = standin.generate(standin.make_categories(2, 0), [0, 1, 1], [500, 500, 501], SIZE)
-    mean = info["mean"][0]
-
-    def trunk(model, x):
-        for name, layer in model.layers:
-            x = layer.forward(x, False)
-            if name == "pool5":
-                return x
-
-    want = trunk(trained, to_network_input(gray, mean, cfg.input_scale))
-    got = trunk(net, to_network_input(gray, np.asarray(info["mean"], np.float32), 1.0))
-    assert np.abs(want).max() > 0
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    for name in standin.CONV_LAYERS:
+        assert np.array_equal(net.params[f"{name}.weight"], trained.params[f"{name}.weight"])
+        assert not np.array_equal(net.params[f"{name}.weight"], fresh.params[f"{name}.weight"])
+    assert info["mean"][0] == pytest.approx(float(np.mean(h5py.File(f"{cfg.work_dir}/train_images.h5")["images"])))
     small = AlexNet(2, input_size=SIZE + 32, widths=MINI)  # another input size: conv layers transfer alone
     load_weights(small, cfg.out, exclude=("fc6", "fc7", "fc8"))
     assert np.array_equal(small.params["conv3.weight"], net.params["conv3.weight"])
@@ -100,10 +91,11 @@ def test_the_file_loads_as_run_py_pretrained_loads_it(tiny):
 def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     cfg, _ = tiny
     out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
-                  "--pretrained", cfg.out)
+                  "--pretrained", cfg.out, "--input-scale", str(cfg.input_scale))
     job = json.loads(h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5").attrs["job"])
     assert job["pretrained"] == cfg.out
     assert job["mean_pixel"] == pytest.approx(weights_info(cfg.out)["mean"][0], rel=1e-5)
+    assert json.loads((out / "config.json").read_text())["input_scale"] == cfg.input_scale
 
 
 @pytest.mark.parametrize("argv, needle", [
