@@ -82,7 +82,8 @@ def test_the_file_loads_as_run_py_pretrained_loads_it(tiny):
     for name in standin.CONV_LAYERS:
         assert np.array_equal(net.params[f"{name}.weight"], trained.params[f"{name}.weight"])
         assert not np.array_equal(net.params[f"{name}.weight"], fresh.params[f"{name}.weight"])
-    assert info["mean"][0] == pytest.approx(float(np.mean(h5py.File(f"{cfg.work_dir}/train_images.h5")["images"])))
+    with h5py.File(f"{cfg.work_dir}/train_images.h5", "r") as f:
+        assert info["mean"][0] == pytest.approx(float(np.mean(f["images"][()])))
     small = AlexNet(2, input_size=SIZE + 32, widths=MINI)  # another input size: conv layers transfer alone
     load_weights(small, cfg.out, exclude=("fc6", "fc7", "fc8"))
     assert np.array_equal(small.params["conv3.weight"], net.params["conv3.weight"])
@@ -92,7 +93,8 @@ def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     cfg, _ = tiny
     out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
                   "--pretrained", cfg.out, "--input-scale", str(cfg.input_scale))
-    job = json.loads(h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5").attrs["job"])
+    with h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5", "r") as f:
+        job = json.loads(f.attrs["job"])
     assert job["pretrained"] == cfg.out
     assert job["mean_pixel"] == pytest.approx(weights_info(cfg.out)["mean"][0], rel=1e-5)
     assert json.loads((out / "config.json").read_text())["input_scale"] == cfg.input_scale
