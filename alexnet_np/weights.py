@@ -227,7 +227,9 @@ def load_weights(model, path, exclude=()):
     Returns the file's root attributes as a dict (``mean``, ``channel_order``,
     ``variant``, ``input_size``, ``source``, ...), so the caller can set up its
     preprocessing to match. A missing layer raises KeyError, a shape mismatch
-    ValueError; both name the layer, the file and the shapes. Works for NumPy
+    ValueError; both name the layer, the file and the shapes. A file with no fully
+    connected layer at all (conv1..conv5 only, e.g. pipeline/standin.py's) loads
+    the convolutional layers and leaves fc6..fc8 as initialized. Works for NumPy
     and CuPy models (values are moved to the model's array module).
     """
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
@@ -237,6 +239,8 @@ def load_weights(model, path, exclude=()):
                        f"its layers are {model.param_layers}")
     with _open(path) as f:
         layers = [n for n in model.param_layers if n not in exclude]
+        if not any(n in f for n in model.param_layers if n.startswith("fc")):  # a conv-only file
+            layers = [n for n in layers if not n.startswith("fc")]
         arrays = _read_params(f, os.fspath(path), model, layers)
         attrs = _root_attrs(f)
     _assign(model, arrays)
