@@ -23,7 +23,7 @@ from alexnet_np.weights import weights_info
 
 from .data import DATASETS, check_user_data, needed_datasets
 from .scenarios import SCENARIOS
-from .study import EXPERIMENTS, pretrained_new_layers
+from .study import EXPERIMENTS, pretrained_new_layers, pretrained_origin
 
 PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weight_decay": 0.001,
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
@@ -119,6 +119,16 @@ def _names(values, allowed, option):
     return list(dict.fromkeys(values))
 
 
+def _pretrained_input_scale(path) -> float:
+    """The input scale pretrained weights were trained with: their ``input_scale`` attribute (the
+    stand-in records it), else 1 (converted ImageNet weights take 0-255 units). An unreadable file
+    gives 1 here; check_inputs reports it."""
+    try:
+        return float(weights_info(path).get("input_scale", 1.0))
+    except (OSError, ValueError, KeyError):
+        return 1.0
+
+
 def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     """The run's settings: the preset's values, replaced by every override that is not None.
 
@@ -126,7 +136,8 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     as ``DATASET=VALUE`` strings, ``scenarios``/``experiments`` may say ``all``); ``device`` is
     ``"cpu"`` or ``"gpu"``, the array backend in use. Two rules depend on more than one setting:
     a GPU affords the demo the paper's input size (and shifts scaled to it), and pretrained
-    weights expect the input units they were trained with (0-255, input scale 1) unless
+    weights expect the input units they were trained with (the file's ``input_scale`` attribute,
+    e.g. the stand-in's 1/512; else 0-255 units, scale 1, as converted ImageNet weights) unless
     ``input_scale`` is given. Raises :class:`UserError` on a bad value (see :func:`check_config`).
     """
     if preset not in PRESETS:
@@ -142,7 +153,7 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     patients = {k: _positive_int(v, "--patients", k) for k, v in _pairs(overrides.pop("patients", []), "--patients").items()}
     values.update({f"{name}_patients": n for name, n in patients.items()})
     if overrides.get("pretrained") and "input_scale" not in overrides:
-        values["input_scale"] = 1.0
+        values["input_scale"] = _pretrained_input_scale(overrides["pretrained"])
     values.update(overrides)
     values["scenarios"] = _names(values["scenarios"], list(SCENARIOS), "--scenario")
     values["experiments"] = _names(values["experiments"], EXPERIMENTS, "--experiment")
@@ -235,6 +246,9 @@ def deviations(cfg: StudyConfig) -> list[str]:
         out.append("no ImageNet weights (none can be downloaded here): the network is trained from scratch "
                    f"with {'He' if cfg.init == 'he' else 'Caffe'} initialization; the paper fine-tuned an "
                    "ImageNet-pretrained AlexNet")
+    elif pretrained_origin(cfg.pretrained) != "ImageNet":
+        out.append(f"pretrained on {pretrained_origin(cfg.pretrained)}, NOT on ImageNet (as the paper was): "
+                   f"{cfg.pretrained}, conv1..conv5 transferred, fc6-fc8 drawn fresh")
     for key in ("input_size", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "cv"):
         if getattr(cfg, key) != PAPER[key]:
             out.append(f"{LABELS[key]} {getattr(cfg, key)} (paper: {PAPER[key]})")

@@ -39,8 +39,8 @@ stops depending on the image within 20 iterations (bench/demo_design.md, "the lo
 
 **The weights file** holds conv1..conv5 only (float32, 9.3 MB at any input size): fc6's
 shape depends on the input size, and fc6 + fc7 would add 84 MB at 99 px. It expects
-inputs (x - ``mean``) * ``input_scale`` (root attributes), so fine-tune it with
-``run.py --pretrained FILE --input-scale <its input_scale>``. Its root attributes also
+inputs (x - ``mean``) * ``input_scale`` (root attributes); ``run.py --pretrained FILE`` takes
+that input scale from the file. Its root attributes also
 record the parameters (``standin``, JSON), the seed, the time taken and the held-out accuracy.
 """
 from __future__ import annotations

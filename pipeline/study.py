@@ -293,6 +293,21 @@ def read_job_spec(path):
     return cfg, job
 
 
+def pretrained_origin(path) -> str:
+    """What pretrained weights were trained on, for the report: "ImageNet" (converted weights), or
+    the formula-driven stand-in of pipeline/standin.py, which records itself in a ``standin``
+    attribute."""
+    try:
+        info = weights_info(path)
+    except (OSError, ValueError, KeyError):
+        return "ImageNet"
+    if "standin" not in info:
+        return "ImageNet"
+    return ("the offline stand-in for ImageNet (pipeline/standin.py: FractalDB-style fractal categories, "
+            f"held-out pretraining accuracy {float(info.get('pretrain_accuracy', float('nan'))):.3f}, "
+            f"chance {float(info.get('pretrain_chance', float('nan'))):.3f})")
+
+
 def pretrained_new_layers(info: dict, input_size: int) -> tuple:
     """The layers a fine-tuning draws fresh instead of taking from pretrained weights (``info``:
     weights_info of the file): fc8 (the task's own classes), and fc6-fc7 too when the input size
@@ -590,8 +605,8 @@ class Study:
         inc, base = self.predictions(plan.main)["test"], self.predictions(plan.baseline)["test"]
         if not np.array_equal(inc.index, base.index):
             raise RuntimeError("incremental and baseline models were not tested on the same images")
-        pretrained_on = ("ImageNet weights " + str(cfg.pretrained) + " then DDSM") if cfg.pretrained \
-            else "DDSM only (no ImageNet weights were given)"
+        pretrained_on = (f"{pretrained_origin(cfg.pretrained)} ({cfg.pretrained}), then DDSM" if cfg.pretrained
+                         else "DDSM only (no ImageNet weights were given)")
         if plan.scenario.binary:
             cmp = evaluate.compare_paired(inc.label, inc.positive_score, base.positive_score)
             record.incremental = IncrementalComparison(plan.baseline.key, pretrained_on, cmp.baseline_auc,

@@ -197,7 +197,7 @@ def test_resolve_config_applies_the_preset_rules():
     assert resolve_config("demo", {"scenarios": ["all"]}, "cpu").scenarios == list(SCENARIOS)
 
 
-def test_pretrained_weights_force_input_scale_one_unless_given(tmp_path):
+def test_pretrained_weights_get_their_input_scale_unless_given(tmp_path):
     from alexnet_np import save_weights
     from pipeline.config import resolve_config
     save_weights(AlexNet(2, input_size=67, widths=MINI), tmp_path / "w.h5", mean=(1.0, 1.0, 1.0), source="test")
@@ -205,6 +205,13 @@ def test_pretrained_weights_force_input_scale_one_unless_given(tmp_path):
     assert resolve_config("demo", base, "cpu").input_scale == 1.0
     assert resolve_config("demo", dict(base, input_scale=0.5), "cpu").input_scale == 0.5
     assert resolve_config("demo", {}, "cpu").input_scale == pytest.approx(1 / 64)
+    # weights that record the scale they were trained with (the stand-in) get it
+    from alexnet_np.weights import write_weights
+    net = AlexNet(2, input_size=67, widths=MINI)
+    write_weights(tmp_path / "s.h5", net.params, "caffe", 67, mean=(1.0,) * 3, source="test", input_scale=1 / 512)
+    assert resolve_config("demo", dict(base, pretrained=str(tmp_path / "s.h5")), "cpu").input_scale == 1 / 512
+    assert resolve_config("demo", dict(base, pretrained=str(tmp_path / "s.h5"), input_scale=0.25),
+                          "cpu").input_scale == 0.25
 
 
 @pytest.mark.parametrize("entry", ["import run", "import pipeline.config", "from pipeline.report import write_report",

@@ -91,13 +91,17 @@ def test_the_file_loads_as_run_py_pretrained_loads_it(tiny):
 
 def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     cfg, _ = tiny
+    # --pretrained alone: the input scale comes from the file (the stand-in records the one it trained with)
     out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
-                  "--pretrained", cfg.out, "--input-scale", str(cfg.input_scale))
+                  "--pretrained", cfg.out)
     with h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5", "r") as f:
         job = json.loads(f.attrs["job"])
     assert job["pretrained"] == cfg.out
     assert job["mean_pixel"] == pytest.approx(weights_info(cfg.out)["mean"][0], rel=1e-5)
     assert json.loads((out / "config.json").read_text())["input_scale"] == cfg.input_scale
+    # the report's departures say what the stand-in is, and that it is not ImageNet
+    report = (out / "report.md").read_text()
+    assert "NOT on ImageNet" in report and "FractalDB-style" in report
 
 
 @pytest.mark.parametrize("argv, needle", [
