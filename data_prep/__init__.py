@@ -3,7 +3,7 @@
 Reading real mammograms (DICOM, PNG/TIFF/PGM), the paper's preprocessing (orientation, breast crop,
 bicubic downsampling to 227 x 227, histogram equalization), HDF5 dataset builds, patient-level
 splits, adapters for public data sets, and a synthetic FFDM/DDSM cohort generator that stands in
-for the study's private data. See README_SECTION.md.
+for the study's private data. The README's section "Data preparation (`data_prep`)" documents it all.
 """
 
 from .adapters import (cbis_ddsm_manifest, cmmd_manifest, folder_manifest, inbreast_manifest, mini_mias_manifest,

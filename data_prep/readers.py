@@ -94,7 +94,7 @@ def robust_window(values: np.ndarray, valid: np.ndarray | None = None) -> np.nda
     sample = values[::4, ::4] if valid is None else values[::4, ::4][valid[::4, ::4]]
     if sample.size == 0:
         sample = values.ravel()
-    lo, hi = np.percentile(sample, ROBUST_PERCENTILES)
+    lo, hi = (float(v) for v in np.percentile(sample, ROBUST_PERCENTILES))  # Python floats keep float32 float32
     if hi <= lo:
         return np.zeros(values.shape, np.float32)
     return np.clip((values.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)

@@ -103,6 +103,7 @@ def test_for_processing_uses_robust_window_and_padding(tmp_path):
                        WindowCenter=1, WindowWidth=2)  # a window must be ignored for raw data
     image, meta = read_image(path)
     assert meta["for_processing"] and meta["voi"].startswith("robust window")
+    assert image.dtype == np.float32  # as the docs say (the percentiles' float64 once made it float64)
     assert np.all(image[:, :10] == 0)
     tissue = stored[:, 10:].astype(float)
     sample = stored[::4, ::4]
@@ -115,6 +116,7 @@ def test_robust_window_ignores_outliers():
     values = np.linspace(0, 1, 400 * 400).reshape(400, 400).astype(np.float32)
     values[0, 0] = 1000.0  # one hot pixel must not squash the contrast
     out = robust_window(values)
+    assert out.dtype == np.float32 and robust_window(values.astype(np.float64)).dtype == np.float32
     assert out.max() == 1.0 and np.median(out) == pytest.approx(0.5, abs=0.01)
 
 
