@@ -57,7 +57,7 @@ from data_prep.fileio import atomic_output
 from data_prep.figures import _findings_by_image
 
 from .config import StudyConfig, UserError
-from .data import ImageSet, needed_datasets, synthetic_dataset, user_dataset
+from .data import ImageSet
 from .modelfile import load_model, score
 from .scenarios import LABEL_NAMES, get_scenario
 from .study import read_predictions
@@ -452,21 +452,11 @@ def _ground_truth(ds: ImageSet):
     return _findings_by_image(Path(manifest)) if manifest else {}
 
 
-def load_run_data(cfg: StudyConfig, cache_dir, workers=None) -> dict:
-    """The run's datasets (from the cache, built again if missing) with geometry and ground truth,
-    keyed by experiment data name (ffdm, ddsm, combined)."""
-    out = {}
-    for name in needed_datasets(cfg.experiments):
-        if name in cfg.data:
-            path = user_dataset(name, cfg.data[name], size=cfg.input_size, cache_dir=cache_dir,
-                                workers=workers, progress=cfg.progress)
-        else:
-            n = cfg.ffdm_patients if name == "ffdm" else cfg.ddsm_patients
-            path = synthetic_dataset(name, n_patients=n, seed=cfg.seed, difficulty=cfg.difficulty,
-                                     image_size=None, size=cfg.input_size, cache_dir=cache_dir,
-                                     workers=workers, progress=cfg.progress)
-        ds = ImageSet.load(name, path)
-        out[name] = RunData(ds, _load_geometry(path, cfg.input_size), _ground_truth(ds))
+def run_data(datasets: dict, files: dict, size: int) -> dict:
+    """The run's datasets ({name: ImageSet}, built from ``files`` {name: built HDF5}) with their crop
+    geometry and ground truth, keyed by experiment data name (ffdm, ddsm, combined)."""
+    out = {name: RunData(ds, _load_geometry(files[name], size), _ground_truth(ds))
+           for name, ds in datasets.items() if name in ("ffdm", "ddsm")}
     if "ffdm" in out and "ddsm" in out:
         parts = [out["ffdm"], out["ddsm"]]
         geos = [p.geometry for p in parts]
@@ -655,15 +645,22 @@ def markdown(results, tolerance_px):
     return lines
 
 
-def explain_run(run_dir, cache_dir="data_cache", opts: ExplainOptions | None = None, workers=None):
+def explain_run(run_dir, cache_dir="data_cache", opts: ExplainOptions | None = None, workers=None,
+                datasets=None, files=None):
     """Explain every result record of a finished run: writes the figures and ``explain.json`` into
-    the run folder and returns the markdown lines of a report section."""
+    the run folder and returns the markdown lines of a report section. ``datasets`` ({name:
+    ImageSet}) and ``files`` ({name: built HDF5}) are the run's, when the caller holds them (the
+    run's own end); otherwise they are loaded from ``cache_dir`` as the run loaded them."""
     opts = opts or ExplainOptions()
     run_dir = Path(run_dir)
     results_json = json.loads((run_dir / "results.json").read_text())
     cfg = StudyConfig(**results_json["config"])
     cfg.progress = opts.progress
-    data = load_run_data(cfg, cache_dir, workers)
+    if datasets is None:
+        from .runner import prepare_datasets  # the runner calls this function: no import at the top
+        datasets, cohorts = prepare_datasets(cfg, cache_dir, workers, log=lambda *_: None)
+        files = {c.dataset: c.built_file for c in cohorts}
+    data = run_data(datasets, files, cfg.input_size)
     results = []
     for record in results_json["runs"]:
         results.append(explain_record(run_dir, cfg, record,

@@ -385,7 +385,8 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     # Where each model looks (Grad-CAM only: about one training step per batch of test images; the
     # other methods cost far more and are one `python run.py explain RUN_DIR` away).
     t0 = time.perf_counter()
-    looks = explain_run(out, cache_dir, ExplainOptions(methods=("gradcam",), progress=cfg.progress), workers)
+    looks = explain_run(out, cache_dir, ExplainOptions(methods=("gradcam",), progress=cfg.progress), workers,
+                        datasets=datasets, files={a.dataset: a.built_file for a in cohorts})
     timings["explain_s"] = time.perf_counter() - t0
     looks[1:1] = ["", f"Computed at the end of the run in {timings['explain_s']:.0f} s. `python run.py explain "
                       f"{out}` adds Grad-CAM++, the input gradient, integrated gradients and occlusion."]
