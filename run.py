@@ -27,8 +27,8 @@ from pipeline.study import EXPERIMENTS
 # None means "the preset's value"
 CONFIG_OPTIONS = ("scenarios", "experiments", "test_fractions", "data", "pretrained", "cv", "iters",
                   "pretrain_iters", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "input_size",
-                  "augment_flip", "augment_shift", "input_scale", "init", "variant", "widths", "seed",
-                  "patients", "difficulty", "fn_analysis", "n_boot", "checkpoint_every")
+                  "augment_flip", "augment_shift", "input_scale", "new_layer_lr_mult", "warmup", "init", "variant", "widths", "seed",
+                  "patients", "difficulty", "grain_scale", "fn_analysis", "n_boot", "checkpoint_every")
 
 
 def parse_args(argv=None):
@@ -45,8 +45,15 @@ def parse_args(argv=None):
                     help="ffdm=PATH and/or ddsm=PATH: a manifest CSV (built here and cached) or a dataset "
                          "HDF5 from `python -m data_prep build`; default: the synthetic cohorts")
     ap.add_argument("--pretrained", metavar="WEIGHTS.h5",
-                    help="converted ImageNet weights (python -m alexnet_np.convert ...); fc8 is replaced "
-                         "by a fresh layer with a 10x learning rate (paper: ImageNet-pretrained)")
+                    help="converted ImageNet weights (python -m alexnet_np.convert ...; fine-tuned at lr "
+                         "0.001, fresh layers at 10x, as the paper's ImageNet-pretrained AlexNet), the "
+                         "stand-in of python -m pipeline.standin, or 'none' (from scratch); demo default: "
+                         "the committed stand-in weights/standin_caffe_99.h5 (not ImageNet)")
+    ap.add_argument("--new-layer-lr-mult", type=float, default=None, metavar="M",
+                    help="with --pretrained: the freshly drawn layers learn at M times the lr (Caffe's "
+                         "fine-tuning recipe: 10; the paper does not say)")
+    ap.add_argument("--warmup", type=int, default=None, metavar="ITERS",
+                    help="raise the lr linearly over this many first iterations (paper: none, 0)")
     ap.add_argument("--test-fraction", dest="test_fractions", nargs="+", type=float, default=None, metavar="F",
                     help="held-out test fraction(s) of patients (paper: 0.05; 0.10 and 0.15 for its "
                          "robustness analysis)")
@@ -103,6 +110,9 @@ def parse_args(argv=None):
     ap.add_argument("--difficulty", type=float, default=None,
                     help=f"synthetic lesion subtlety, larger = harder: lesion contrast is divided by it "
                          f"(generator default 1.0, paper preset 1.0; demo {demo['difficulty']})")
+    ap.add_argument("--grain-scale", type=float, default=None,
+                    help=f"synthetic calcification grains are drawn this many times their real size (generator "
+                         f"default 1, paper preset 1; demo {demo.get('grain_scale', 1.0):g})")
     ap.add_argument("--fn-analysis", choices=("separate", "holdout", "off"), default=None,
                     help="false-negative (interval cancer) analyses: separate = both of the paper's: retrain "
                          "without the interval-cancer patients, and retrain with half of them, scoring the other "

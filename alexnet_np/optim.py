@@ -10,7 +10,10 @@ momentum history,
     V <- momentum * V + lr * lr_mult * (grad + weight_decay * decay_mult * W)
     W <- W - V
 
-with the "step" policy lr = base_lr * gamma ^ floor(iteration / stepsize).
+with the "step" policy lr = base_lr * gamma ^ floor(iteration / stepsize). An optional linear
+warm-up (not in the paper, nor in Caffe's step policy) multiplies it by min(1, (iteration + 1) / warmup),
+so the first steps, whose size the fresh layers' large activations set, cannot throw the softmax
+into saturation (bench/demo_design.md, "the loss clue").
 bvlc_alexnet gives weights lr_mult 1 / decay_mult 1 and biases lr_mult 2 /
 decay_mult 0 (no decay on biases).
 """
@@ -26,7 +29,7 @@ DEFAULT_MULTS = {"weight": (1.0, 1.0), "bias": (2.0, 0.0)}
 
 class SGD:
     """SGD(model, base_lr=0.001, momentum=0.9, weight_decay=0.001, gamma=0.1, stepsize=2500,
-    mults=None, new_layers=(), new_layer_lr_mult=10.0)
+    mults=None, new_layers=(), new_layer_lr_mult=10.0, warmup=0)
 
     * ``step()`` applies one update from ``model.grads`` and advances ``iteration``;
     * ``lr`` is the rate the *next* step uses;
@@ -34,11 +37,12 @@ class SGD:
       get (1, 1) and biases (2, 0) as in bvlc_alexnet;
     * ``new_layers`` (e.g. ``("fc8",)`` when fine-tuning with a fresh output layer) get
       their lr_mult multiplied by ``new_layer_lr_mult``, Caffe's usual fine-tuning recipe.
+    * ``warmup`` > 0 ramps the lr linearly over that many first iterations (0: off, Caffe's step).
     * ``state_dict()`` / ``load_state_dict()``: momentum buffers and the iteration.
     """
 
     def __init__(self, model, base_lr=0.001, momentum=0.9, weight_decay=0.001, gamma=0.1,
-                 stepsize=2500, mults=None, new_layers=(), new_layer_lr_mult=10.0):
+                 stepsize=2500, mults=None, new_layers=(), new_layer_lr_mult=10.0, warmup=0):
         if base_lr <= 0 or not np.isfinite(base_lr):
             raise ValueError(f"base_lr must be a positive number, got {base_lr}")
         if not 0.0 <= momentum < 1.0:
@@ -47,9 +51,11 @@ class SGD:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if stepsize < 1:
             raise ValueError(f"stepsize must be >= 1, got {stepsize}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 iterations, got {warmup}")
         self.model = model
         self.base_lr, self.momentum, self.weight_decay = base_lr, momentum, weight_decay
-        self.gamma, self.stepsize = gamma, int(stepsize)
+        self.gamma, self.stepsize, self.warmup = gamma, int(stepsize), int(warmup)
         self.iteration = 0
         self.mults = {}
         for name in model.params:
@@ -67,8 +73,10 @@ class SGD:
 
     @property
     def lr(self):
-        """Caffe "step" policy: base_lr * gamma ^ floor(iteration / stepsize)."""
-        return self.base_lr * self.gamma ** (self.iteration // self.stepsize)
+        """Caffe "step" policy: base_lr * gamma ^ floor(iteration / stepsize), times the warm-up's
+        min(1, (iteration + 1) / warmup) when there is one."""
+        lr = self.base_lr * self.gamma ** (self.iteration // self.stepsize)
+        return lr * min(1.0, (self.iteration + 1) / self.warmup) if self.warmup else lr
 
     def step(self):
         """One update of every parameter from ``model.grads``, then iteration += 1."""
@@ -84,7 +92,7 @@ class SGD:
     def state_dict(self):
         """Host copies of the momentum buffers plus the scalars needed to resume exactly."""
         return {"iteration": self.iteration, "base_lr": self.base_lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "gamma": self.gamma, "stepsize": self.stepsize,
+                "weight_decay": self.weight_decay, "gamma": self.gamma, "stepsize": self.stepsize, "warmup": self.warmup,
                 "velocity": {k: to_numpy(v) for k, v in self.velocity.items()}}
 
     def load_state_dict(self, state):

@@ -24,7 +24,8 @@ weights too) with the parameters in the model's own dtype, plus::
 
     /optimizer/velocity/<param name>   momentum buffers, e.g. /optimizer/velocity/conv1.weight
     /optimizer attributes              iteration, base_lr, momentum, weight_decay, gamma,
-                                       stepsize, mults (JSON: name -> [lr_mult, decay_mult])
+                                       stepsize, warmup (0 when absent), mults (JSON: name ->
+                                       [lr_mult, decay_mult])
     root attribute rng_state           JSON of the state of model.rng (the dropout masks' stream)
     root attribute extra               JSON of the caller's ``extra`` dict
 
@@ -270,7 +271,7 @@ def save_checkpoint(path, model, optimizer, extra=None, channel_order="RGB", mea
         for name, v in state["velocity"].items():
             group.create_dataset(f"velocity/{name}", data=v)
         group.attrs["iteration"] = int(state["iteration"])
-        for key in OPTIMIZER_HYPERPARAMETERS:
+        for key in OPTIMIZER_HYPERPARAMETERS + ("warmup",):
             group.attrs[key] = state[key]
         group.attrs["mults"] = json.dumps(optimizer.mults)
 
@@ -291,9 +292,11 @@ def load_checkpoint(path, model, optimizer):
                              f"or rng_state attribute): it is not a checkpoint from save_checkpoint")
         arrays = _read_params(f, path, model, model.param_layers)
         group = f["optimizer"]
-        for key in OPTIMIZER_HYPERPARAMETERS:
-            if group.attrs[key] != getattr(optimizer, key):
-                raise ValueError(f"{path}: the checkpoint was trained with {key}={group.attrs[key]}, "
+        saved = {key: group.attrs[key] for key in OPTIMIZER_HYPERPARAMETERS}
+        saved["warmup"] = int(group.attrs.get("warmup", 0))  # checkpoints from before the warm-up had none
+        for key in saved:
+            if saved[key] != getattr(optimizer, key):
+                raise ValueError(f"{path}: the checkpoint was trained with {key}={saved[key]}, "
                                  f"the optimizer has {key}={getattr(optimizer, key)}; build SGD "
                                  f"with the checkpoint's settings to resume exactly")
         saved_mults = {k: tuple(v) for k, v in json.loads(group.attrs["mults"]).items()}

@@ -17,6 +17,7 @@ the report.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import weights_info
@@ -29,13 +30,20 @@ PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weigh
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
          "ffdm_patients": 1303, "ddsm_patients": 2412}
 
+#: The offline stand-in for ImageNet (pipeline/standin.py), committed: the demo fine-tunes it as the
+#: paper fine-tuned ImageNet weights. Its conv layers fit the full-width caffe network at any input size.
+STANDIN_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "standin_caffe_99.h5"
+
 PRESETS = {
-    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
+    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0, grain_scale=1.0,
                   augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
-    "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 64, lr=0.001, lr_step=800,
-                 batch_size=32, weight_decay=0.005, augment_flip=True, augment_shift=8,
+    # lr 0.008 at input scale 1/512 moves the weights as lr 0.001 at 1/64 did, with 8x smaller first
+    # steps of the logits; weight decay 0.000625 keeps lr x decay as before (bench/demo_design.md).
+    "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 512, lr=0.008, lr_step=800,
+                 batch_size=32, weight_decay=0.000625, augment_flip=True, augment_shift=8,
                  input_size=99, gpu_input_size=227, gpu_augment_shift=18, cv=0, ffdm_patients=1000,
-                 ddsm_patients=1000, difficulty=0.1, fn_analysis="holdout", checkpoint_every=100),
+                 ddsm_patients=1000, difficulty=0.1, grain_scale=3.0, fn_analysis="holdout", checkpoint_every=100,
+                 pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
 }
 
 LABELS = {"batch_size": "batch size", "lr": "base learning rate", "lr_step": "lr step (iterations)",
@@ -68,6 +76,7 @@ class StudyConfig:
     ffdm_patients: int
     ddsm_patients: int
     difficulty: float
+    grain_scale: float = 1.0
     input_scale: float = 1.0
     augment_flip: bool = False
     augment_shift: int = 0
@@ -75,6 +84,8 @@ class StudyConfig:
     variant: str = "caffe"
     dropout: float = 0.5
     pretrained: str | None = None
+    new_layer_lr_mult: float = 10.0    # fine-tuning: the fresh layers' lr multiplier (Caffe's recipe: 10)
+    warmup: int = 0                    # iterations of linear lr warm-up (the paper: none)
     data: dict = field(default_factory=dict)
     n_boot: int = 2000
     progress: bool = True
@@ -138,7 +149,11 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     a GPU affords the demo the paper's input size (and shifts scaled to it), and pretrained
     weights expect the input units they were trained with (the file's ``input_scale`` attribute,
     e.g. the stand-in's 1/512; else 0-255 units, scale 1, as converted ImageNet weights) unless
-    ``input_scale`` is given. Raises :class:`UserError` on a bad value (see :func:`check_config`).
+    ``input_scale`` is given; under the demo preset, weights in other units than its 1/512 are
+    fine-tuned at the paper's lr and weight decay, fresh layers at 10x. The demo fine-tunes the stand-in (:data:`STANDIN_WEIGHTS`) unless
+    ``pretrained`` is ``"none"`` or the network is not the full-width caffe one it fits (then from
+    scratch; :func:`deviations` says which). Raises :class:`UserError` on a bad value (see
+    :func:`check_config`).
     """
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: expected one of {', '.join(sorted(PRESETS))}")
@@ -152,9 +167,17 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
         raise ValueError(f"resolve_config: no such settings {sorted(unknown)}")  # a caller's bug
     patients = {k: _positive_int(v, "--patients", k) for k, v in _pairs(overrides.pop("patients", []), "--patients").items()}
     values.update({f"{name}_patients": n for name, n in patients.items()})
-    if overrides.get("pretrained") and "input_scale" not in overrides:
+    if str(overrides.get("pretrained", "")).lower() == "none":
+        overrides["pretrained"] = None   # --pretrained none: from scratch
+    elif overrides.get("pretrained") and "input_scale" not in overrides:
         values["input_scale"] = _pretrained_input_scale(overrides["pretrained"])
+        if preset == "demo" and values["input_scale"] != PRESETS["demo"]["input_scale"]:
+            # the demo's lr, decay and fresh-layer multiplier suit its 1/512 inputs; weights in other
+            # units (ImageNet's 0-255) get Caffe's fine-tuning recipe at the paper's settings
+            values.update(lr=PAPER["lr"], weight_decay=PAPER["weight_decay"], new_layer_lr_mult=10.0)
     values.update(overrides)
+    if values.get("pretrained") == str(STANDIN_WEIGHTS) and (values.get("widths") or values.get("variant", "caffe") != "caffe"):
+        values["pretrained"] = None      # the stand-in's conv layers fit only the full-width caffe network
     values["scenarios"] = _names(values["scenarios"], list(SCENARIOS), "--scenario")
     values["experiments"] = _names(values["experiments"], EXPERIMENTS, "--experiment")
     values["data"] = _pairs(values["data"], "--data") if isinstance(values["data"], list) else dict(values["data"])
@@ -191,10 +214,13 @@ def check_config(cfg: StudyConfig):
     need(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "a momentum in [0, 1)")
     need(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "0 or more")
     need(cfg.cv == 0 or cfg.cv >= 2, "cv", cfg.cv, "0 (off) or at least 2 folds")
+    need(cfg.warmup >= 0, "warmup", cfg.warmup, "0 (off) or more iterations")
+    need(cfg.new_layer_lr_mult > 0, "new_layer_lr_mult", cfg.new_layer_lr_mult, "a multiplier above 0")
     need(cfg.input_scale > 0, "input_scale", cfg.input_scale, "a scale above 0")
     need(0 <= cfg.augment_shift < cfg.input_size // 2, "augment_shift", cfg.augment_shift,
          f"0 or more pixels, less than half the input size ({cfg.input_size})")
     need(cfg.difficulty > 0, "difficulty", cfg.difficulty, "a value above 0 (1 = the generator's default)")
+    need(cfg.grain_scale > 0, "grain_scale", cfg.grain_scale, "a value above 0 (1 = real calcification grain sizes)")
     need(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "at least 1 iteration")
     need(cfg.n_boot >= 1, "n_boot", cfg.n_boot, "at least 1 bootstrap replicate")
     if cfg.widths is not None:
@@ -243,12 +269,17 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if synthetic:
         out.append("synthetic mammograms (data_prep's generator) stand in for the study's data: " + ", ".join(synthetic))
     if not cfg.pretrained:
+        why = (" (the demo's stand-in weights fit only the full-width caffe network)"
+               if cfg.preset == "demo" and (cfg.widths or cfg.variant != "caffe") else "")
         out.append("no ImageNet weights (none can be downloaded here): the network is trained from scratch "
-                   f"with {'He' if cfg.init == 'he' else 'Caffe'} initialization; the paper fine-tuned an "
+                   f"with {'He' if cfg.init == 'he' else 'Caffe'} initialization{why}; the paper fine-tuned an "
                    "ImageNet-pretrained AlexNet")
     elif pretrained_origin(cfg.pretrained) != "ImageNet":
         out.append(f"pretrained on {pretrained_origin(cfg.pretrained)}, NOT on ImageNet (as the paper was): "
                    f"{cfg.pretrained}, conv1..conv5 transferred, fc6-fc8 drawn fresh")
+    if cfg.pretrained and cfg.new_layer_lr_mult != 10.0:
+        out.append(f"the freshly drawn layers learn at {cfg.new_layer_lr_mult:g}x the lr (Caffe's fine-tuning "
+                   "recipe: 10x; the paper does not say)")
     for key in ("input_size", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "cv"):
         if getattr(cfg, key) != PAPER[key]:
             out.append(f"{LABELS[key]} {getattr(cfg, key)} (paper: {PAPER[key]})")
@@ -259,13 +290,21 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if not cfg.data and cfg.difficulty != 1.0:
         out.append(f"synthetic lesions at difficulty {cfg.difficulty:g}, i.e. {1 / cfg.difficulty:g}x the generator's "
                    "default contrast, so that a network trained from scratch for minutes can find them")
+    if not cfg.data and cfg.grain_scale != 1.0:
+        out.append(f"synthetic calcification grains drawn {cfg.grain_scale:g}x their real size (0.15-1.3 mm), "
+                   f"because at {cfg.input_size} px real grains are a fraction of a pixel and clipped by the "
+                   "display window, and a network trained for minutes misses them")
     if cfg.input_scale != 1.0:
-        out.append(f"inputs are scaled by {cfg.input_scale:g} after mean subtraction (Caffe's transform scale), "
-                   "so that He-initialized layers start with unit-size activations; bvlc_alexnet takes 0-255 units")
+        out.append(f"inputs are scaled by {cfg.input_scale:g} after mean subtraction (Caffe's transform scale): "
+                   "He-initialized layers see small inputs, so the first SGD steps do not throw the softmax "
+                   "into saturation; bvlc_alexnet takes 0-255 units")
     if cfg.input_size != PAPER["input_size"]:
         out.append("with a smaller input, fc6's input follows from pool5's output size, so fc6 is smaller "
                    "than AlexNet's 9216 x 4096")
     out.append(f"{cfg.iters} training iterations per model (the paper does not state its number)")
+    if cfg.warmup:
+        out.append(f"the lr rises linearly over the first {cfg.warmup} iterations (warm-up; the paper starts at "
+                   "its base lr), so that the first steps cannot saturate the softmax")
     if cfg.fn_analysis == "holdout":
         out.append("false-negative analysis: interval-cancer patients are held out of the main model's training "
                    "and test sets and scored by it (the paper retrained a separate model without them)")

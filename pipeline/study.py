@@ -369,7 +369,8 @@ def run_job(cfg, job: Job, folder: Path, progress=True):
     else:
         mean = training_mean(job.data, job.train_idx)
     opt = SGD(net, base_lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-              gamma=cfg.gamma, stepsize=cfg.lr_step, new_layers=new_layers)
+              gamma=cfg.gamma, stepsize=cfg.lr_step, new_layers=new_layers, new_layer_lr_mult=cfg.new_layer_lr_mult,
+              warmup=cfg.warmup)
     train(net, opt, job.data.images, job.train_idx, job.train_y, iters=job.iters,
           batch_size=cfg.batch_size, seed=cfg.seed, mean=mean, scale=cfg.input_scale,
           checkpoint_path=folder / "checkpoint.h5", log_path=folder / "train_log.csv",

@@ -17,3 +17,11 @@ def test_cohort_folder_changes_with_each_parameter():
     base = synthetic_cohort_dir("ffdm", **ARGS)
     for change in (dict(seed=1), dict(difficulty=0.5), dict(n_patients=41), dict(image_size=(320, 256))):
         assert synthetic_cohort_dir("ffdm", **{**ARGS, **change}) != base, change
+
+
+def test_grain_scale_keys_the_folder_only_when_not_one():
+    """Cohorts cached before grain_scale existed (scale 1) keep their folder; other scales get their own."""
+    base = synthetic_cohort_dir("ffdm", **ARGS)
+    assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=1.0) == base
+    assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=3.0) != base
+    assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=3.0) != synthetic_cohort_dir("ffdm", **ARGS, grain_scale=2.0)

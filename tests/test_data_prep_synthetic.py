@@ -1,4 +1,5 @@
-"""Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty."""
+"""Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty,
+calcification grain scale."""
 
 import csv
 import json
@@ -145,6 +146,32 @@ def test_difficulty_is_a_monotone_contrast_knob(tmp_path):
     assert signal[0] > signal[1] > signal[2] > 0
 
 
+def test_grain_scale_enlarges_calcifications_only(tmp_path):
+    """grain_scale 1 is the default cohort bit for bit; above 1, only views with calcifications change,
+    and their calcifications add more signal (larger grains) around the same places."""
+    images, truth = {}, {}
+    for scale in (None, 1.0, 3.0):
+        extra = {} if scale is None else {"grain_scale": scale}
+        manifest = synthesize("ffdm", 16, seed=2, out_dir=tmp_path / str(scale), image_size=SIZE, workers=1,
+                              progress=False, difficulty=0.5, **extra)
+        rows = read_manifest(manifest)
+        images[scale] = {r["image_path"]: read_image(r["path"])[0] for r in rows}
+        truth[scale] = findings_of(manifest)
+    assert all(np.array_equal(images[None][k], images[1.0][k]) for k in images[None])
+    assert truth[None] == truth[3.0]   # same findings, positions and sizes: only grains grow
+    calcified = {t["image_path"] for t in truth[3.0] if t["finding"].endswith("_calcs")}
+    assert calcified and len(calcified) < len(images[3.0])
+    for path, image in images[3.0].items():
+        diff = image.astype(float) - images[1.0][path].astype(float)
+        if path not in calcified:
+            assert not diff.any(), path
+        else:
+            assert np.abs(diff).sum() > 0, path
+    # Larger grains mean more bright area: the calcified views get brighter on the whole.
+    gain = [(images[3.0][p].astype(float) - images[1.0][p].astype(float)).sum() for p in calcified]
+    assert np.mean(np.array(gain) > 0) > 0.8
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="dataset"):
         synthesize("mri", 5, 0, tmp_path)
@@ -152,6 +179,8 @@ def test_bad_arguments(tmp_path):
         synthesize("ffdm", 5, 0, tmp_path, difficulty=0)
     with pytest.raises(ValueError, match="image_size"):
         synthesize("ffdm", 5, 0, tmp_path, image_size=(32, 32))
+    with pytest.raises(ValueError, match="grain_scale"):
+        synthesize("ffdm", 5, 0, tmp_path, grain_scale=0)
 
 
 def test_breast_box_truth_and_generator_version(ffdm, tmp_path):

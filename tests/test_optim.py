@@ -22,6 +22,19 @@ def test_lr_schedule_is_caffe_step_policy():
     assert values[5000] == pytest.approx(1e-5) and values[7500] == pytest.approx(1e-6)
 
 
+def test_warmup_ramps_the_step_policy_linearly():
+    """lr = step policy x min(1, (iteration + 1) / warmup): 1/W of the base lr at the first step,
+    the plain step policy from iteration W - 1 on, and no change at all with warmup 0."""
+    opt = SGD(small_net(), base_lr=0.008, gamma=0.1, stepsize=800, warmup=100)
+    plain = SGD(small_net(), base_lr=0.008, gamma=0.1, stepsize=800)
+    for it, factor in ((0, 0.01), (49, 0.5), (98, 0.99), (99, 1.0), (500, 1.0), (800, 1.0)):
+        opt.iteration = plain.iteration = it
+        assert opt.lr == pytest.approx(plain.lr * factor), it
+    assert plain.lr == pytest.approx(0.0008)
+    with pytest.raises(ValueError, match="warmup"):
+        SGD(small_net(), warmup=-1)
+
+
 def test_sgd_matches_caffe_formula_across_an_lr_step():
     net = small_net()
     opt = SGD(net, base_lr=0.1, momentum=0.9, weight_decay=0.01, gamma=0.5, stepsize=2)

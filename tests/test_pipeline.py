@@ -204,7 +204,7 @@ def test_pretrained_weights_get_their_input_scale_unless_given(tmp_path):
     base = {"input_size": 67, "widths": list(MINI), "pretrained": str(tmp_path / "w.h5")}
     assert resolve_config("demo", base, "cpu").input_scale == 1.0
     assert resolve_config("demo", dict(base, input_scale=0.5), "cpu").input_scale == 0.5
-    assert resolve_config("demo", {}, "cpu").input_scale == pytest.approx(1 / 64)
+    assert resolve_config("demo", {}, "cpu").input_scale == 1 / 512
     # weights that record the scale they were trained with (the stand-in) get it
     from alexnet_np.weights import write_weights
     net = AlexNet(2, input_size=67, widths=MINI)
@@ -212,6 +212,36 @@ def test_pretrained_weights_get_their_input_scale_unless_given(tmp_path):
     assert resolve_config("demo", dict(base, pretrained=str(tmp_path / "s.h5")), "cpu").input_scale == 1 / 512
     assert resolve_config("demo", dict(base, pretrained=str(tmp_path / "s.h5"), input_scale=0.25),
                           "cpu").input_scale == 0.25
+
+
+def test_demo_fine_tunes_the_committed_stand_in_unless_told_otherwise(tmp_path):
+    """The demo's default is the stand-in (full-width caffe nets only, said in the departures);
+    'none' trains from scratch; ImageNet-unit weights get the paper's fine-tuning lr, not the demo's."""
+    from alexnet_np import save_weights
+    from alexnet_np.weights import weights_info
+    from pipeline.config import PAPER, PRESETS, STANDIN_WEIGHTS, deviations, resolve_config
+    assert STANDIN_WEIGHTS.stat().st_size <= 10 * 2 ** 20    # committed, at most 10 MB
+    info = weights_info(STANDIN_WEIGHTS)
+    assert "standin" in info and info["input_scale"] == PRESETS["demo"]["input_scale"]
+    assert info["pretrain_accuracy"] > 5 * info["pretrain_chance"]
+    cfg = resolve_config("demo", {}, "cpu")
+    assert cfg.pretrained == str(STANDIN_WEIGHTS) and cfg.input_scale == 1 / 512 and cfg.new_layer_lr_mult == 1.0
+    said = " ".join(deviations(cfg))
+    assert "NOT on ImageNet" in said and "stand-in" in said and "1x the lr" in said and "first 100 iterations" in said
+    scratch = resolve_config("demo", {"pretrained": "none"}, "cpu")
+    assert scratch.pretrained is None and scratch.input_scale == 1 / 512 and scratch.lr == PRESETS["demo"]["lr"]
+    assert "trained from scratch" in " ".join(deviations(scratch))
+    mini = resolve_config("demo", {"widths": list(MINI), "input_size": 67}, "cpu")
+    assert mini.pretrained is None and "fit only the full-width" in " ".join(deviations(mini))
+    assert resolve_config("paper", {}, "cpu").pretrained is None
+    save_weights(AlexNet(2, input_size=67, widths=MINI), tmp_path / "w.h5", mean=(1.0, 1.0, 1.0), source="test")
+    imagenet = resolve_config("demo", {"pretrained": str(tmp_path / "w.h5"), "widths": list(MINI), "input_size": 67},
+                              "cpu")
+    assert (imagenet.input_scale, imagenet.lr, imagenet.weight_decay, imagenet.new_layer_lr_mult) == (
+        1.0, PAPER["lr"], PAPER["weight_decay"], 10.0)
+    given = resolve_config("demo", {"pretrained": str(tmp_path / "w.h5"), "widths": list(MINI), "input_size": 67,
+                                    "lr": 1e-5}, "cpu")
+    assert given.lr == 1e-5
 
 
 @pytest.mark.parametrize("entry", ["import run", "import pipeline.config", "from pipeline.report import write_report",

@@ -44,7 +44,7 @@ def test_model_file_scores_the_test_images_exactly_as_the_run(trained):
     # what makes that possible is in the card, not in the code's defaults
     assert card.scenario == "malignant-vs-negative" and card.class_names == ("negative", "malignant")
     assert card.positive_class == 1 and card.score_name == "P(malignant)"
-    assert card.mean.shape == (67, 67) and card.input_scale == pytest.approx(1 / 64)
+    assert card.mean.shape == (67, 67) and card.input_scale == pytest.approx(1 / 512)
     assert card.widths == MINI and card.input_size == 67 and card.variant == "caffe"
     attrs = data_prep.load_dataset(built)["attrs"]
     assert vars(card.preprocessing) == {"size": 67, "aspect": attrs["aspect"], "equalize": attrs["equalize"],

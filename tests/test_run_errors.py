@@ -209,7 +209,7 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
     assert run.main(argv + ["--out", folder]) == 2
     assert "already holds a run; expected --resume" in capsys.readouterr().err
     assert run.main(argv + ["--out", folder, "--resume", "--lr", "0.5"]) == 2
-    assert "lr: 0.001 -> 0.5" in capsys.readouterr().err
+    assert "lr: 0.008 -> 0.5" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- degenerate results are marked

@@ -93,7 +93,7 @@ def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     cfg, _ = tiny
     # --pretrained alone: the input scale comes from the file (the stand-in records the one it trained with)
     out, _ = _run(tmp_path, "--scenario", "malignant-vs-negative", "--test-fraction", "0.25",
-                  "--pretrained", cfg.out)
+                  "--pretrained", cfg.out, "--experiment", "ffdm", "incremental")
     with h5py.File(out / "jobs/ffdm/malignant-vs-negative/tf0.25/main/predictions.h5", "r") as f:
         job = json.loads(f.attrs["job"])
     assert job["pretrained"] == cfg.out
@@ -102,6 +102,15 @@ def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     # the report's departures say what the stand-in is, and that it is not ImageNet
     report = (out / "report.md").read_text()
     assert "NOT on ImageNet" in report and "FractalDB-style" in report
+    # the incremental experiment has the paper's three stages: stand-in -> DDSM-like -> FFDM-like
+    jobs = out / "jobs/incremental/malignant-vs-negative"
+    with h5py.File(jobs / "ddsm-pretrain/predictions.h5", "r") as f:
+        stage1 = json.loads(f.attrs["job"])
+    with h5py.File(jobs / "tf0.25/main/predictions.h5", "r") as f:
+        stage2 = json.loads(f.attrs["job"])
+    assert stage1["pretrained"] == cfg.out and not stage1["init_weights"]
+    assert stage2["init_weights"] == str(jobs / "ddsm-pretrain/model.h5")
+    assert "stand-in" in json.loads((out / "results.json").read_text())["runs"][-1]["incremental"]["pretrained_on"]
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -190,6 +190,13 @@ def test_checkpoint_errors_and_weights_view(tmp_path):
         other = small_net()
         load_checkpoint(path, other, SGD(other, base_lr=0.01, momentum=0.9, weight_decay=0.001,
                                          gamma=0.5, stepsize=3))
+    with pytest.raises(ValueError, match="warmup=0.*warmup=50"):  # a resumed run keeps its warm-up
+        other = small_net()
+        load_checkpoint(path, other, SGD(other, base_lr=0.01, momentum=0.9, weight_decay=0.001,
+                                         gamma=0.5, stepsize=3, new_layers=("fc8",), warmup=50))
+    assert load_checkpoint(path, net, opt) == {}
+    with h5py.File(path, "r+") as f:  # a checkpoint written before the warm-up existed: none
+        del f["optimizer"].attrs["warmup"]
     assert load_checkpoint(path, net, opt) == {}
     weights_only = tmp_path / "w.h5"
     save_weights(net, weights_only)

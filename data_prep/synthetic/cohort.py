@@ -29,6 +29,7 @@ number of workers.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,24 +88,25 @@ def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return names[rng.choice(len(names), p=p / p.sum())]
 
 
-def _findings(rng, label: str, interval: bool, difficulty: float):
+def _findings(rng, label: str, interval: bool, difficulty: float, grain_scale: float = 1.0):
     """Findings per breast side ('affected', 'other') for one patient."""
     scale = 1.0 / difficulty
     affected, other = [], []
     if label == "malignant":
         contrast = scale * (0.5 if interval else 1.0)
         affected.append(sample_finding(rng, _choose(rng, MALIGNANT_KINDS), "malignant", contrast,
-                                       0.75 if interval else 1.0))
+                                       0.75 if interval else 1.0, grain_scale))
         if rng.random() < 0.2:
-            affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
+            affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale,
+                                           grain_scale=grain_scale))
     elif label == "recalled_benign":
-        affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
+        affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale, grain_scale=grain_scale))
         if rng.random() < 0.75:
-            other.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
+            other.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale, grain_scale=grain_scale))
     if rng.random() < 0.1:  # vascular calcifications are usually bilateral
-        vessel = sample_finding(rng, "vascular_calcs", "incidental", scale, 1.0)
+        vessel = sample_finding(rng, "vascular_calcs", "incidental", scale, 1.0, grain_scale)
         affected.append(vessel)
-        other.append(Finding(vessel.kind, vessel.diameter_mm, vessel.contrast, vessel.seed + 1, vessel.role))
+        other.append(replace(vessel, seed=vessel.seed + 1))
     return affected, other
 
 
@@ -150,7 +152,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
     The patient's random stream fixes density, breast size, affected side and findings; each view
     has its own stream (seed, dataset, patient, view), so views never shift each other's draws.
     """
-    dataset, index, label, interval, seed, difficulty, image_shape, out_dir = task
+    dataset, index, label, interval, seed, difficulty, grain_scale, image_shape, out_dir = task
     rng = np.random.default_rng([seed, DATASET_CODE[dataset], index])
     patient_id = f"{dataset.upper()}{index:05d}"
     spacing = FIELD_HEIGHT_MM / image_shape[0]
@@ -160,7 +162,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
     depth = rng.uniform(0.5, 0.78) * image_shape[1] * spacing
     half_height = rng.uniform(0.3, 0.42) * FIELD_HEIGHT_MM
     affected_side = str(rng.choice(["L", "R"]))
-    affected, other = _findings(rng, label, interval, difficulty)
+    affected, other = _findings(rng, label, interval, difficulty, grain_scale)
     date = study_date(rng)
     folder = Path(out_dir) / "images" / patient_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
 
 
 def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: float = 1.0, image_size=None,
-               workers: int | None = None, progress: bool = True) -> Path:
+               workers: int | None = None, progress: bool = True, grain_scale: float = 1.0) -> Path:
     """Generate a synthetic cohort into ``out_dir``; return the path of its manifest CSV.
 
     Parameters
@@ -196,6 +198,11 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     difficulty : lesion subtlety, > 0. Every lesion's contrast is divided by it: 1 is the default
         (tuned so that lesions stay visible after downsampling to ~100-227 px), 2 is half the
         contrast (harder), 0.5 twice (easier). Anatomy and positions do not depend on it.
+        Contrast alone cannot make calcifications show at ~100 px: their grains are smaller than
+        a pixel there and their bright peaks are clipped by the display window (see grain_scale).
+    grain_scale : multiplies the radius of every calcification grain (1 = real sizes, 0.15-1.3 mm);
+        the clusters' extent, layout and every other finding do not change. At 1 the cohort is bit
+        for bit the one made without it.
     image_size : (rows, cols) of the images, default :data:`DEFAULT_IMAGE_SIZE` (640 x 512, pixel
         spacing 0.364 mm). The field of view stays 233 mm high, so (3328, 2560) gives a
         full-resolution 70 um image; the spacing is written in ImagerPixelSpacing.
@@ -214,6 +221,8 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
         raise ValueError(f"n_patients must be at least 1, got {n_patients}")
     if not difficulty > 0:
         raise ValueError(f"difficulty must be > 0 (1 = default, larger = subtler lesions), got {difficulty}")
+    if not grain_scale > 0:
+        raise ValueError(f"grain_scale must be > 0 (1 = real calcification grain sizes), got {grain_scale}")
     image_shape = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
     if len(image_shape) != 2 or min(image_shape) < 64:
         raise ValueError(f"image_size must be (rows, cols) of at least 64 pixels each, got {image_size}")
@@ -227,7 +236,8 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     interval = np.zeros(labels.size, bool)
     interval[rng.choice(malignant, n_interval, replace=False)] = True
 
-    tasks = [(dataset, i + 1, str(labels[i]), bool(interval[i]), int(seed), float(difficulty), image_shape, str(out_dir))
+    tasks = [(dataset, i + 1, str(labels[i]), bool(interval[i]), int(seed), float(difficulty), float(grain_scale),
+              image_shape, str(out_dir))
              for i in range(labels.size)]
     results = dict(parallel_map(_make_patient_keyed, tasks, workers, progress, desc=f"synthesize {dataset}",
                                 unit="patient"))
@@ -237,6 +247,7 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     boxes = [line for i in sorted(results) for line in results[i][2]]
     write_csv_atomic(out_dir / "breast_box.csv", BOX_COLUMNS, boxes)
     summary = {"dataset": dataset, "n_patients": int(n_patients), "seed": int(seed), "difficulty": float(difficulty),
+               "grain_scale": float(grain_scale),
                "image_size": list(image_shape), "pixel_spacing_mm": FIELD_HEIGHT_MM / image_shape[0],
                "class_counts": counts, "interval_cancers": n_interval, "n_images": len(rows),
                "generator": "data_prep.synthetic", "generator_version": GENERATOR_VERSION,

@@ -23,6 +23,7 @@ are about 2 mm wide at the base (real ones are thinner) for the same reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,9 @@ CONTRAST = {"spiculated_mass": (0.36, 0.56), "irregular_mass": (0.36, 0.56), "ov
             "lymph_node": (0.28, 0.42), "asymmetry": (0.28, 0.4), "distortion": (0.22, 0.34),
             "fine_pleomorphic_calcs": (0.7, 1.1), "linear_calcs": (0.7, 1.1), "punctate_calcs": (0.8, 1.2),
             "coarse_calcs": (0.6, 0.9), "rim_calcs": (0.6, 0.9), "vascular_calcs": (0.5, 0.8)}
+#: Findings made of grains; a cohort's ``grain_scale`` enlarges their grains.
+CALC_KINDS = frozenset({"fine_pleomorphic_calcs", "linear_calcs", "punctate_calcs", "coarse_calcs", "rim_calcs",
+                        "vascular_calcs"})
 DIAMETER_MM = {"spiculated_mass": (8, 24), "irregular_mass": (10, 28), "oval_mass": (8, 24), "lymph_node": (6, 11),
                "asymmetry": (18, 35), "distortion": (20, 40), "fine_pleomorphic_calcs": (5, 10),
                "linear_calcs": (10, 20), "punctate_calcs": (6, 12), "coarse_calcs": (10, 25), "rim_calcs": (4, 9),
@@ -52,14 +56,20 @@ class Finding:
     contrast: float   # already divided by the difficulty
     seed: int         # fixes the shape: outline harmonics, spicules, grain layout
     role: str         # "malignant", "recalled_benign" or "incidental"
+    grain_scale: float = 1.0   # calcification grains' radii are multiplied by it (see CALC_KINDS)
 
 
-def sample_finding(rng: np.random.Generator, kind: str, role: str, contrast_scale: float, size_scale: float = 1.0) -> Finding:
-    """Draw a finding of ``kind``; ``contrast_scale`` is 1/difficulty (times 0.5 for interval cancers)."""
+def sample_finding(rng: np.random.Generator, kind: str, role: str, contrast_scale: float, size_scale: float = 1.0,
+                   grain_scale: float = 1.0) -> Finding:
+    """Draw a finding of ``kind``; ``contrast_scale`` is 1/difficulty (times 0.5 for interval cancers).
+
+    ``grain_scale`` enlarges the grains of calcifications (not their cluster's extent); other kinds
+    ignore it.
+    """
     lo, hi = CONTRAST[kind]
     dlo, dhi = DIAMETER_MM[kind]
     return Finding(kind, float(rng.uniform(dlo, dhi) * size_scale), float(rng.uniform(lo, hi) * contrast_scale),
-                   int(rng.integers(2 ** 31)), role)
+                   int(rng.integers(2 ** 31)), role, float(grain_scale) if kind in CALC_KINDS else 1.0)
 
 
 def _patch(image_shape, centre, radius_px):
@@ -114,15 +124,16 @@ def _spicules(rng, dy, dx, count, inner, length, half_width):
     return lines
 
 
-def _add_grains(image, centre, offsets_mm, radii_mm, amplitude, spacing, rng, elongation=1.0):
+def _add_grains(image, centre, offsets_mm, radii_mm, amplitude, spacing, rng, elongation=1.0, grain_scale=1.0):
     """Add calcification grains at ``centre`` + offsets (mm): anisotropic Gaussians, one per grain.
 
     A grain of radius r has integrated brightness ``amplitude * pi r^2`` (a disk). It is drawn as a
     Gaussian of std ``max(r / 2, 0.6 px)`` whose peak is capped at ``amplitude``: large grains look
     like dense disks, and a grain smaller than a pixel keeps its integrated brightness (a fainter,
     one-pixel dot) instead of vanishing, which is what makes clusters survive downsampling.
+    ``grain_scale`` multiplies every radius after it was drawn, so the layout stays the same.
     """
-    for (oy, ox), r in zip(offsets_mm, radii_mm):
+    for (oy, ox), r in zip(offsets_mm, np.asarray(radii_mm) * grain_scale):
         sigma = max(r / 2.0, 0.6 * spacing)
         stretch = rng.uniform(1.0, elongation)
         peak = amplitude * min(1.0, r * r / (2.0 * sigma * sigma * stretch)) * rng.uniform(0.7, 1.0)
@@ -190,41 +201,42 @@ def draw_finding(image: np.ndarray, finding: Finding, centre: tuple[float, float
         mottle = ndimage.gaussian_filter(rng.standard_normal(blob.shape).astype(np.float32), 2.0 / spacing)
         image[box] += c * blob * (0.8 + 0.2 * mottle / (mottle.std() + 1e-6))
         return radius * 1.5
-    return _draw_calcs(image, rng, kind, c, finding.diameter_mm / 2.0, centre, spacing)
+    return _draw_calcs(image, rng, kind, c, finding.diameter_mm / 2.0, centre, spacing, finding.grain_scale)
 
 
-def _draw_calcs(image, rng, kind, amplitude, radius_mm, centre, spacing) -> float:
+def _draw_calcs(image, rng, kind, amplitude, radius_mm, centre, spacing, grain_scale=1.0) -> float:
     """Calcification layouts (sizes in mm); returns the drawn radius in pixels."""
+    add_grains = partial(_add_grains, grain_scale=grain_scale)
     if kind == "fine_pleomorphic_calcs":   # many small grains of varied size and shape, tightly clustered
         count = int(rng.integers(20, 45))
         offsets = rng.normal(0, radius_mm / 2.5, (count, 2))
         radii = rng.uniform(0.2, 0.6, count)
-        _add_grains(image, centre, offsets, radii, amplitude, spacing, rng, elongation=2.5)
+        add_grains(image, centre, offsets, radii, amplitude, spacing, rng, elongation=2.5)
     elif kind == "linear_calcs":           # fine grains along a branching duct
         path = _branching_path(rng, 2 * radius_mm, 24)
         picks = path[rng.random(len(path)) < 0.8]
         picks = picks + rng.normal(0, 0.3, picks.shape)
-        _add_grains(image, centre, picks, rng.uniform(0.15, 0.45, len(picks)), amplitude, spacing, rng, elongation=3.0)
+        add_grains(image, centre, picks, rng.uniform(0.15, 0.45, len(picks)), amplitude, spacing, rng, elongation=3.0)
     elif kind == "punctate_calcs":         # a loose cluster of small round grains
         count = int(rng.integers(8, 20))
         offsets = rng.uniform(-1, 1, (count, 2)) * radius_mm
-        _add_grains(image, centre, offsets, rng.uniform(0.35, 0.7, count), amplitude, spacing, rng)
+        add_grains(image, centre, offsets, rng.uniform(0.35, 0.7, count), amplitude, spacing, rng)
     elif kind == "coarse_calcs":           # popcorn clumps and a few large scattered grains
         clumps = rng.uniform(-1, 1, (int(rng.integers(2, 5)), 2)) * radius_mm
         for clump in clumps:
             lobes = clump + rng.normal(0, 0.8, (int(rng.integers(3, 6)), 2))
-            _add_grains(image, centre, lobes, rng.uniform(0.6, 1.3, len(lobes)), amplitude, spacing, rng)
+            add_grains(image, centre, lobes, rng.uniform(0.6, 1.3, len(lobes)), amplitude, spacing, rng)
     elif kind == "rim_calcs":              # eggshell: grains on a circle around a lucent centre
         angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(14, 26))))
         ring = np.stack([np.sin(angles), np.cos(angles)], axis=1) * radius_mm
-        _add_grains(image, centre, ring, rng.uniform(0.35, 0.6, len(ring)), amplitude, spacing, rng, elongation=2.0)
+        add_grains(image, centre, ring, rng.uniform(0.35, 0.6, len(ring)), amplitude, spacing, rng, elongation=2.0)
     elif kind == "vascular_calcs":         # two parallel tracks along a vessel
         path = _branching_path(rng, 2 * radius_mm, 40)[:40]
         heading = np.diff(path, axis=0, append=path[-1:] + (path[-1] - path[-2]))
         normal = np.stack([heading[:, 1], -heading[:, 0]], axis=1)
         normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-9
         tracks = np.concatenate([path + 0.8 * normal, path - 0.8 * normal])
-        _add_grains(image, centre, tracks, rng.uniform(0.25, 0.45, len(tracks)), amplitude, spacing, rng, elongation=3.0)
+        add_grains(image, centre, tracks, rng.uniform(0.25, 0.45, len(tracks)), amplitude, spacing, rng, elongation=3.0)
     else:
         raise ValueError(f"unknown finding kind {kind!r}")
     return radius_mm / spacing + 2
