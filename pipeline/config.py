@@ -6,11 +6,12 @@ test fractions 5% (10%, 15% for robustness), ImageNet-pretrained AlexNet. It
 does not give the number of iterations; the paper preset uses 7,500 (three lr
 levels).
 
-The demo preset is *designed* to show the whole pipeline working on a laptop
-CPU in minutes: from-scratch training (no ImageNet weights can be downloaded
-here) of the same network at a smaller input, where a step costs far less, with
-He initialization and a learning rate found by experiment
-(bench/demo_design.md has the measurements). Everything it changes from the
+The demo preset is *designed* to show the whole study learning on a laptop CPU
+in minutes: the same network at a smaller input, where a step costs far less,
+fine-tuned from the committed offline stand-in for ImageNet (fractals,
+pipeline/standin.py; no ImageNet weights can be downloaded here), with an input
+scale, learning rate and warm-up found by experiment on a synthetic cohort made
+learnable in minutes (bench/demo_design.md has the measurements). Everything it changes from the
 paper is listed by :func:`deviations` and printed at the start of a run and in
 the report.
 """
@@ -35,8 +36,8 @@ PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weigh
 STANDIN_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "standin_caffe_99.h5"
 
 PRESETS = {
-    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0, grain_scale=1.0,
-                  augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
+    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
+                  grain_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
     # lr 0.008 at input scale 1/512 moves the weights as lr 0.001 at 1/64 did, with 8x smaller first
     # steps of the logits; weight decay 0.000625 keeps lr x decay as before (bench/demo_design.md).
     "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 512, lr=0.008, lr_step=800,
@@ -150,10 +151,10 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     weights expect the input units they were trained with (the file's ``input_scale`` attribute,
     e.g. the stand-in's 1/512; else 0-255 units, scale 1, as converted ImageNet weights) unless
     ``input_scale`` is given; under the demo preset, weights in other units than its 1/512 are
-    fine-tuned at the paper's lr and weight decay, fresh layers at 10x. The demo fine-tunes the stand-in (:data:`STANDIN_WEIGHTS`) unless
-    ``pretrained`` is ``"none"`` or the network is not the full-width caffe one it fits (then from
-    scratch; :func:`deviations` says which). Raises :class:`UserError` on a bad value (see
-    :func:`check_config`).
+    fine-tuned at the paper's lr and weight decay, fresh layers at 10x. The demo fine-tunes the
+    stand-in (:data:`STANDIN_WEIGHTS`) unless ``pretrained`` is ``"none"`` or the network is not the
+    full-width caffe one it fits (then from scratch; :func:`deviations` says which). Raises
+    :class:`UserError` on a bad value (see :func:`check_config`).
     """
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: expected one of {', '.join(sorted(PRESETS))}")
@@ -176,7 +177,8 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
             # units (ImageNet's 0-255) get Caffe's fine-tuning recipe at the paper's settings
             values.update(lr=PAPER["lr"], weight_decay=PAPER["weight_decay"], new_layer_lr_mult=10.0)
     values.update(overrides)
-    if values.get("pretrained") == str(STANDIN_WEIGHTS) and (values.get("widths") or values.get("variant", "caffe") != "caffe"):
+    full_caffe = not values.get("widths") and values.get("variant", "caffe") == "caffe"
+    if values.get("pretrained") == str(STANDIN_WEIGHTS) and not full_caffe:
         values["pretrained"] = None      # the stand-in's conv layers fit only the full-width caffe network
     values["scenarios"] = _names(values["scenarios"], list(SCENARIOS), "--scenario")
     values["experiments"] = _names(values["experiments"], EXPERIMENTS, "--experiment")

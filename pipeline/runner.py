@@ -19,7 +19,7 @@ import data_prep
 from data_prep.fileio import atomic_output, write_csv_atomic
 
 from . import report
-from .cluster import ClusterSpec, JobsFailed, SlurmOptions
+from .cluster import ClusterSpec, JobsFailed, SlurmOptions, auto_cluster
 from .config import StudyConfig, UserError, deviations, resolve_config
 from .data import (SKIPPED_WARN_SHARE, CohortAttrition, ImageSet, _built_attrs, attrition, needed_datasets,
                    synthetic_dataset, user_dataset)
@@ -218,7 +218,7 @@ class RunRequest:
     cache_dir: str = "data_cache"
     workers: int | None = None
     rebuild: bool = False            # build the datasets again
-    cluster: ClusterSpec | None = None   # where the jobs run (None: here, one after another)
+    cluster: ClusterSpec | None = None   # where the jobs run (None: pipeline.cluster.auto_cluster decides)
     slurm: SlurmOptions | None = None    # --slurm-* options, with --cluster slurm
     argv: list = field(default_factory=list)   # the command line, for the report and the resume hint
 
@@ -339,10 +339,14 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     """Run every (test fraction, experiment, scenario) of ``cfg`` into ``out``, then write predictions,
     results.json and report.md; returns (the ModelResults, the datasets' CohortAttritions).
 
-    The jobs run here, one after another, unless ``cluster`` (or a Dask ``client``) says where
-    (pipeline.cluster); ``out`` and the data cache must then be on a file system the workers share.
+    ``cluster`` (or a Dask ``client``) says where the jobs run (pipeline.cluster; kind "here": in this
+    process, one after another); ``out`` and the data cache must then be on a file system the workers
+    share. Without either, :func:`pipeline.cluster.auto_cluster` decides from the jobs still to train.
     """
     out = Path(out)
+    chosen = cluster is not None or client is not None
+    if cluster is not None and cluster.kind == "here":
+        cluster = None
     check_out_folder(out, cfg, resume)
     if resume:  # before anything is built from data that changed
         check_same_datasets(out, user_data_now(cfg))
@@ -350,9 +354,6 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", cfg.to_dict())
     env = environment()
-    env["cluster"] = "this process" if cluster is None and client is None else \
-        (f"Dask {cluster.kind}" + (f" ({cluster.workers} workers)" if cluster and cluster.kind == "local" else "")
-         if cluster else "a Dask client")
     write_json_atomic(out / "environment.json", env)
     print(f"alexnet_np reproduction of Aboutalib et al. 2018 -- preset {cfg.preset}, backend {env['backend']}"
           + (f" ({env['gpu']})" if "gpu" in env else ""))
@@ -372,6 +373,16 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     backend.reset_kernels_used()  # count this run's training and scoring only
     plans = [study.plan(name, experiment, tf) for tf in cfg.test_fractions for experiment in cfg.experiments
              for name in cfg.scenarios]
+    if not chosen:
+        cluster = auto_cluster(len(study.pending(plans)), cfg.device, full_size=cfg.widths is None)
+        if cluster is not None:
+            print(f"{len(study.pending(plans))} models to train: on {cluster.workers} local worker processes, one per "
+                  "core with one BLAS thread each (faster than one process with every core; --cluster here "
+                  "trains them in this process, one after another)")
+    env["cluster"] = "this process" if cluster is None and client is None else \
+        (f"Dask {cluster.kind}" + (f" ({cluster.workers} workers)" if cluster and cluster.kind == "local" else "")
+         if cluster else "a Dask client")
+    write_json_atomic(out / "environment.json", env)
     study.execute(plans, where=cluster, slurm_options=slurm, client=client)
     timings["jobs_s"] = time.perf_counter() - t_start - t_data
     for plan in plans:

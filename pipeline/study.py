@@ -517,6 +517,11 @@ class Study:
                  f"{len(main.train_idx)} FFDM images; baseline: the ffdm experiment's model")
 
     # ------------------------------------------------------------------ execution
+    def pending(self, plans) -> list[str]:
+        """The keys of the distinct jobs of ``plans`` that have no predictions yet (still to train)."""
+        keys = {job.key: job for plan in plans for job in plan.jobs()}
+        return [key for key, job in keys.items() if not (self.folder(job) / PREDICTIONS).exists()]
+
     def execute(self, plans, where=None, slurm_options=None, client=None, progress=None):
         """Run every job of ``plans`` once (a job two cells share runs once), in dependency order:
         here when ``where`` and ``client`` are None, else on Dask (pipeline.cluster.run_jobs). Each

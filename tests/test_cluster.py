@@ -270,7 +270,7 @@ def test_slurm_arguments_come_from_config_and_options():
 def test_cluster_values_are_parsed():
     assert parse_cluster("local:3").workers == 3
     assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
-    assert parse_cluster("slurm").kind == "slurm"
+    assert parse_cluster("slurm").kind == "slurm" and parse_cluster("here").kind == "here"
     assert [walltime_seconds(v) for v in ("90", "10:30", "04:00:00", "2-03", "1-00:30:00")] == \
         [5400, 630, 14400, 183600, 88200]
 
@@ -306,3 +306,15 @@ def test_good_cluster_values_pass(capsys):
          "--slurm-gpus", "1", "--slurm-jobs", "3", "--slurm-partition", "gpu"]))
     assert spec.kind == "slurm" and slurm == SlurmOptions("gpu", 4, "8GB", "02:00:00", 1, 3)
     assert cluster_arguments(parser, parser.parse_args([])) == (None, SlurmOptions())
+
+
+def test_without_cluster_several_full_size_cpu_jobs_get_one_worker_per_core():
+    """auto_cluster: one single-threaded worker per core (at most one per job) for full-size CPU jobs;
+    here for one job, one core, a GPU, or a miniature network."""
+    from pipeline.cluster import ClusterSpec, auto_cluster
+    assert auto_cluster(6, "cpu", True, cpu_count=2) == ClusterSpec("local", workers=2)
+    assert auto_cluster(3, "cpu", True, cpu_count=16) == ClusterSpec("local", workers=3)
+    assert auto_cluster(1, "cpu", True, cpu_count=2) is None
+    assert auto_cluster(6, "cpu", True, cpu_count=1) is None
+    assert auto_cluster(6, "gpu", True, cpu_count=16) is None
+    assert auto_cluster(6, "cpu", False, cpu_count=16) is None
