@@ -210,10 +210,11 @@ def auto_cluster(n_jobs: int, device: str, full_size: bool, cpu_count: int | Non
     """Where a run's jobs go when ``--cluster`` is not given: one single-threaded local worker per
     core when there are several full-size CPU jobs to train, else here (None).
 
-    On the 2-core development machine two one-thread processes trained 1.7x the images per second of
-    one two-thread process (100 + 100 against 117 images/s at 99 px; README, "BLAS threads"), for
-    one model's memory (under 1 GB at 99 px) per extra worker. Miniature networks (``widths``) and
-    GPU runs stay here: a local cluster takes about 10 s to start, more than they would save.
+    On the 2-core development machine the demo's six models took 8.2 minutes per pair on two
+    one-thread workers against 4.6-4.8 minutes each in one two-thread process (1.14x; README, "BLAS
+    threads"), for one model's memory (under 1 GB at 99 px) per extra worker. Miniature networks
+    (``widths``) and GPU runs stay here: a local cluster takes about 10 s to start, more than they
+    would save.
     """
     if cpu_count is None:
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
