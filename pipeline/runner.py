@@ -374,9 +374,10 @@ def run_study(cfg: StudyConfig, out, resume=False, cache_dir="data_cache", worke
     plans = [study.plan(name, experiment, tf) for tf in cfg.test_fractions for experiment in cfg.experiments
              for name in cfg.scenarios]
     if not chosen:
-        cluster = auto_cluster(len(study.pending(plans)), cfg.device, full_size=cfg.widths is None)
+        pending = len(study.pending(plans))
+        cluster = auto_cluster(pending, cfg.device, full_size=cfg.widths is None)
         if cluster is not None:
-            print(f"{len(study.pending(plans))} models to train: on {cluster.workers} local worker processes, one per "
+            print(f"{pending} models to train: on {cluster.workers} local worker processes, one per "
                   "core with one BLAS thread each (faster than one process with every core; --cluster here "
                   "trains them in this process, one after another)")
     env["cluster"] = "this process" if cluster is None and client is None else \

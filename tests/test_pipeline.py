@@ -2,6 +2,7 @@
 comparison, and an end-to-end smoke run of run.py on a tiny synthetic cohort."""
 import csv
 import json
+import os
 
 import h5py
 import numpy as np
@@ -316,6 +317,23 @@ def test_run_py_end_to_end_every_experiment(tmp_path):
     assert run.main(argv + ["--resume"]) == 0
     again = json.loads((out / "results.json").read_text())["runs"]
     assert [r["auc"] for r in again] == [r["auc"] for r in runs]  # the saved models were reused
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no local workers to start")
+def test_several_full_size_cpu_models_go_to_local_workers_unless_here(tmp_path):
+    """Without --cluster, two full-size CPU models train on two one-thread local workers, on the
+    same test sets as in this process (not bit for bit: one BLAS thread there, two here); --cluster here
+    keeps them in this process."""
+    import run
+    base = ["--scenario", "malignant-vs-negative", "negative-vs-benign", "--patients", "ffdm=30", "--iters", "2",
+            "--input-size", "67", "--batch-size", "4", "--n-boot", "20", "--device", "cpu", "--no-progress",
+            "--pretrained", "none", "--cache-dir", str(tmp_path / "cache"), "--test-fraction", "0.25"]
+    assert run.main(base + ["--out", str(tmp_path / "auto")]) == 0
+    assert run.main(base + ["--out", str(tmp_path / "here"), "--cluster", "here"]) == 0
+    auto, here = (json.loads((tmp_path / name / "environment.json").read_text()) for name in ("auto", "here"))
+    assert auto["cluster"] == "Dask local (2 workers)" and here["cluster"] == "this process"
+    assert [r["n_test"] for r in json.loads((tmp_path / "auto" / "results.json").read_text())["runs"]] == \
+        [r["n_test"] for r in json.loads((tmp_path / "here" / "results.json").read_text())["runs"]]
 
 
 def test_run_py_cross_validation_and_robustness(tmp_path):
