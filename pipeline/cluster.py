@@ -216,12 +216,11 @@ def auto_cluster(n_jobs: int, device: str, full_size: bool, cpu_count: int | Non
     (``widths``) and GPU runs stay here: a local cluster takes about 10 s to start, more than they
     would save.
     """
-    if cpu_count is None:
+    if cpu_count is None:   # the cores this process may run on, as BLAS counts them
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores = cpu_count
-    if device != "cpu" or not full_size or n_jobs < 2 or cores < 2:
+    if device != "cpu" or not full_size or n_jobs < 2 or cpu_count < 2:
         return None
-    return ClusterSpec("local", workers=min(cores, n_jobs))
+    return ClusterSpec("local", workers=min(cpu_count, n_jobs))
 
 
 def cores_per_worker(n_workers: int, cpu_count: int | None = None) -> int:
