@@ -28,7 +28,7 @@ from pipeline.study import EXPERIMENTS
 CONFIG_OPTIONS = ("scenarios", "experiments", "test_fractions", "data", "pretrained", "cv", "iters",
                   "pretrain_iters", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "input_size",
                   "augment_flip", "augment_shift", "input_scale", "new_layer_lr_mult", "warmup", "init", "variant", "widths", "seed",
-                  "patients", "difficulty", "grain_scale", "fn_analysis", "n_boot", "checkpoint_every")
+                  "patients", "difficulty", "grain_scale", "finding_scale", "fn_analysis", "n_boot", "checkpoint_every")
 
 
 def parse_args(argv=None):
@@ -113,6 +113,9 @@ def parse_args(argv=None):
     ap.add_argument("--grain-scale", type=float, default=None,
                     help=f"synthetic calcification grains are drawn this many times their real size (generator "
                          f"default 1, paper preset 1; demo {demo.get('grain_scale', 1.0):g})")
+    ap.add_argument("--finding-scale", type=float, default=None,
+                    help=f"synthetic findings are drawn magnified this many times, every length of them (calcification "
+                         f"grains: both scales) (generator default 1, paper preset 1; demo {demo.get('finding_scale', 1.0):g})")
     ap.add_argument("--fn-analysis", choices=("separate", "holdout", "off"), default=None,
                     help="false-negative (interval cancer) analyses: separate = both of the paper's: retrain "
                          "without the interval-cancer patients, and retrain with half of them, scoring the other "

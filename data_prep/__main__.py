@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--difficulty", type=float, default=1.0, help="lesion contrast is divided by this (default 1)")
     synth.add_argument("--grain-scale", type=float, default=1.0,
                        help="calcification grains are drawn this many times their real size (default 1)")
+    synth.add_argument("--finding-scale", type=float, default=1.0,
+                       help="every finding is drawn magnified this many times (default 1; grains grow by both scales)")
     synth.add_argument("--image-size", type=_image_size, default=None, help="ROWSxCOLS, default 640x512")
     synth.add_argument("--workers", type=int, default=None)
     synth.add_argument("--quiet", action="store_true")
@@ -163,6 +165,8 @@ def _check_synthesize(args) -> None:
         raise DataPrepError(f"--difficulty: got {args.difficulty}, expected a number > 0 (1 = default)")
     if not args.grain_scale > 0:
         raise DataPrepError(f"--grain-scale: got {args.grain_scale}, expected a number > 0 (1 = real grain sizes)")
+    if not args.finding_scale > 0:
+        raise DataPrepError(f"--finding-scale: got {args.finding_scale}, expected a number > 0 (1 = real sizes)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DataPrepError(f"--out {out}: is a file (expected a folder for the cohort)")
@@ -205,7 +209,8 @@ def main(argv=None) -> int:
         elif args.command == "synthesize":
             _check_synthesize(args)
             manifest = synthesize(args.dataset, args.patients, args.seed, args.out, args.difficulty, args.image_size,
-                                  args.workers, progress=not args.quiet, grain_scale=args.grain_scale)
+                                  args.workers, progress=not args.quiet, grain_scale=args.grain_scale,
+                                  finding_scale=args.finding_scale)
             print(manifest)
         elif args.command == "validate":
             return _validate(args.manifest, progress=not args.quiet)

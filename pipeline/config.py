@@ -37,13 +37,13 @@ STANDIN_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "standin_
 
 PRESETS = {
     "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
-                  grain_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
+                  grain_scale=1.0, finding_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
     # lr 0.008 at input scale 1/512 moves the weights as lr 0.001 at 1/64 did, with 8x smaller first
     # steps of the logits; weight decay 0.000625 keeps lr x decay as before (bench/demo_design.md).
     "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 512, lr=0.008, lr_step=800,
                  batch_size=32, weight_decay=0.000625, augment_flip=True, augment_shift=8,
                  input_size=99, gpu_input_size=227, gpu_augment_shift=18, cv=0, ffdm_patients=1000,
-                 ddsm_patients=1000, difficulty=0.1, grain_scale=3.0, fn_analysis="holdout", checkpoint_every=100,
+                 ddsm_patients=1000, difficulty=0.1, finding_scale=2.0, grain_scale=1.5, fn_analysis="holdout", checkpoint_every=100,
                  pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
 }
 
@@ -78,6 +78,7 @@ class StudyConfig:
     ddsm_patients: int
     difficulty: float
     grain_scale: float = 1.0
+    finding_scale: float = 1.0
     input_scale: float = 1.0
     augment_flip: bool = False
     augment_shift: int = 0
@@ -223,6 +224,7 @@ def check_config(cfg: StudyConfig):
          f"0 or more pixels, less than half the input size ({cfg.input_size})")
     need(cfg.difficulty > 0, "difficulty", cfg.difficulty, "a value above 0 (1 = the generator's default)")
     need(cfg.grain_scale > 0, "grain_scale", cfg.grain_scale, "a value above 0 (1 = real calcification grain sizes)")
+    need(cfg.finding_scale > 0, "finding_scale", cfg.finding_scale, "a value above 0 (1 = findings at their real size)")
     need(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "at least 1 iteration")
     need(cfg.n_boot >= 1, "n_boot", cfg.n_boot, "at least 1 bootstrap replicate")
     if cfg.widths is not None:
@@ -292,6 +294,10 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if not cfg.data and cfg.difficulty != 1.0:
         out.append(f"synthetic lesions at difficulty {cfg.difficulty:g}, i.e. {1 / cfg.difficulty:g}x the generator's "
                    "default contrast, so that a network trained from scratch for minutes can find them")
+    if not cfg.data and cfg.finding_scale != 1.0:
+        out.append(f"synthetic findings drawn magnified {cfg.finding_scale:g}x (every length: outline, spicules, "
+                   f"cluster, grains), as in a magnification view, because at {cfg.input_size} px a pixel is about "
+                   "1.5 mm of breast and the shapes that tell benign from malignant findings do not show")
     if not cfg.data and cfg.grain_scale != 1.0:
         out.append(f"synthetic calcification grains drawn {cfg.grain_scale:g}x their real size (0.15-1.3 mm), "
                    f"because at {cfg.input_size} px real grains are a fraction of a pixel and clipped by the "

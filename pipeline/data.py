@@ -68,19 +68,23 @@ def _key(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def synthetic_cohort_dir(name, *, n_patients, seed, difficulty, image_size, cache_dir, grain_scale=1.0) -> Path:
+def synthetic_cohort_dir(name, *, n_patients, seed, difficulty, image_size, cache_dir, grain_scale=1.0,
+                         finding_scale=1.0) -> Path:
     """The cache folder of a synthetic cohort, keyed by its parameters and the generator's version
     (a new generator never reuses images drawn by an older one)."""
     params = dict(dataset=name, patients=n_patients, seed=seed, difficulty=difficulty,
                   image_size=list(image_size) if image_size else None,
                   generator_version=data_prep.synthetic.GENERATOR_VERSION)
-    if grain_scale != 1.0:  # only then: cohorts cached before the option existed keep their folder
+    # only when not 1: cohorts cached before these options existed keep their folder
+    if grain_scale != 1.0:
         params["grain_scale"] = grain_scale
+    if finding_scale != 1.0:
+        params["finding_scale"] = finding_scale
     return Path(cache_dir) / "synthetic" / f"{name}-p{n_patients}-s{seed}-{_key(params)}"
 
 
 def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, cache_dir,
-                      workers=None, progress=True, rebuild=False, grain_scale=1.0):
+                      workers=None, progress=True, rebuild=False, grain_scale=1.0, finding_scale=1.0):
     """Generate (once) and build (once) a synthetic cohort; returns the built HDF5 path.
 
     Both steps are cached by their parameters; the generator and the builder
@@ -88,12 +92,14 @@ def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, c
     builds the dataset again from the cached images.
     """
     cohort_dir = synthetic_cohort_dir(name, n_patients=n_patients, seed=seed, difficulty=difficulty,
-                                      image_size=image_size, cache_dir=cache_dir, grain_scale=grain_scale)
+                                      image_size=image_size, cache_dir=cache_dir, grain_scale=grain_scale,
+                                      finding_scale=finding_scale)
     manifest = cohort_dir / "manifest.csv"
     if not manifest.exists():
         data_prep.synthesize(name, n_patients, seed, cohort_dir, difficulty=difficulty,
                              image_size=tuple(image_size) if image_size else None,
-                             workers=workers, progress=progress, grain_scale=grain_scale)
+                             workers=workers, progress=progress, grain_scale=grain_scale,
+                             finding_scale=finding_scale)
     out = cohort_dir / f"dataset_{size}.h5"
     return data_prep.build_dataset(manifest, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
 

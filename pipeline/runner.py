@@ -111,11 +111,11 @@ def prepare_datasets(cfg: StudyConfig, cache_dir, workers=None, rebuild=False, l
         else:
             n = cfg.ffdm_patients if name == "ffdm" else cfg.ddsm_patients
             origin = (f"synthetic {name.upper()}-like cohort from data_prep's generator ({n} patients, seed {cfg.seed}, "
-                      f"difficulty {cfg.difficulty:g}" + (f", calcification grains x{cfg.grain_scale:g}" if cfg.grain_scale != 1 else "")
-                      + ")")
+                      f"difficulty {cfg.difficulty:g}" + (f", findings drawn x{cfg.finding_scale:g}" if cfg.finding_scale != 1 else "")
+                      + (f", calcification grains x{cfg.grain_scale:g}" if cfg.grain_scale != 1 else "") + ")")
             log(f"{origin}, cached in {cache_dir}")
             path = synthetic_dataset(name, n_patients=n, seed=cfg.seed, difficulty=cfg.difficulty,
-                                     grain_scale=cfg.grain_scale, image_size=None, size=cfg.input_size, cache_dir=cache_dir,
+                                     grain_scale=cfg.grain_scale, finding_scale=cfg.finding_scale, image_size=None, size=cfg.input_size, cache_dir=cache_dir,
                                      workers=workers, progress=cfg.progress, rebuild=rebuild)
         out[name] = ImageSet.load(name, path)
         cohorts.append(attrition(out[name], origin, path))

@@ -25,3 +25,12 @@ def test_grain_scale_keys_the_folder_only_when_not_one():
     assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=1.0) == base
     assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=3.0) != base
     assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=3.0) != synthetic_cohort_dir("ffdm", **ARGS, grain_scale=2.0)
+
+
+def test_finding_scale_keys_the_folder_only_when_not_one():
+    base = synthetic_cohort_dir("ffdm", **ARGS, grain_scale=1.5)
+    assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=1.5, finding_scale=1.0) == base
+    assert synthetic_cohort_dir("ffdm", **ARGS, grain_scale=1.5, finding_scale=2.0) != base
+    # the two knobs are keyed apart: grains x2 is not findings x2
+    assert (synthetic_cohort_dir("ffdm", **ARGS, finding_scale=2.0)
+            != synthetic_cohort_dir("ffdm", **ARGS, grain_scale=2.0))

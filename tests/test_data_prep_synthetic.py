@@ -1,5 +1,5 @@
 """Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty,
-calcification grain scale."""
+calcification grain scale, finding magnification."""
 
 import csv
 import json
@@ -172,6 +172,32 @@ def test_grain_scale_enlarges_calcifications_only(tmp_path):
     assert np.mean(np.array(gain) > 0) > 0.8
 
 
+def test_finding_scale_magnifies_every_finding_and_nothing_else(tmp_path):
+    """finding_scale 1 is the default cohort bit for bit; at 2 the same findings sit at the same places,
+    drawn twice as large (every kind's drawn radius doubles, up to its fixed 2-pixel margin), and views
+    without findings do not change."""
+    images, truth = {}, {}
+    for scale in (None, 1.0, 2.0):
+        extra = {} if scale is None else {"finding_scale": scale}
+        manifest = synthesize("ffdm", 16, seed=2, out_dir=tmp_path / str(scale), image_size=SIZE, workers=1,
+                              progress=False, difficulty=0.5, **extra)
+        images[scale] = {r["image_path"]: read_image(r["path"])[0] for r in read_manifest(manifest)}
+        truth[scale] = findings_of(manifest)
+    assert all(np.array_equal(images[None][k], images[1.0][k]) for k in images[None])
+    assert json.loads((tmp_path / "2.0" / "cohort.json").read_text())["finding_scale"] == 2.0
+    assert len(truth[2.0]) == len(truth[1.0]) > 0
+    for small, large in zip(truth[1.0], truth[2.0]):
+        same = ("image_path", "finding", "role", "row", "col", "diameter_mm", "contrast")
+        assert [small[k] for k in same] == [large[k] for k in same]
+        r1, r2 = float(small["radius_px"]), float(large["radius_px"])
+        assert 2 * r1 - 2.2 <= r2 <= 2 * r1 + 0.2, (small["finding"], r1, r2)
+    with_findings = {t["image_path"] for t in truth[2.0]}
+    assert with_findings and len(with_findings) < len(images[2.0])
+    for path, image in images[2.0].items():
+        changed = np.abs(image.astype(float) - images[1.0][path].astype(float)).sum() > 0
+        assert changed == (path in with_findings), path
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="dataset"):
         synthesize("mri", 5, 0, tmp_path)
@@ -181,6 +207,8 @@ def test_bad_arguments(tmp_path):
         synthesize("ffdm", 5, 0, tmp_path, image_size=(32, 32))
     with pytest.raises(ValueError, match="grain_scale"):
         synthesize("ffdm", 5, 0, tmp_path, grain_scale=0)
+    with pytest.raises(ValueError, match="finding_scale"):
+        synthesize("ffdm", 5, 0, tmp_path, finding_scale=-1)
 
 
 def test_breast_box_truth_and_generator_version(ffdm, tmp_path):

@@ -220,7 +220,7 @@ def test_demo_fine_tunes_the_committed_stand_in_unless_told_otherwise(tmp_path):
     'none' trains from scratch; ImageNet-unit weights get the paper's fine-tuning lr, not the demo's."""
     from alexnet_np import save_weights
     from alexnet_np.weights import weights_info
-    from pipeline.config import PAPER, PRESETS, STANDIN_WEIGHTS, deviations, resolve_config
+    from pipeline.config import PAPER, PRESETS, STANDIN_WEIGHTS, UserError, deviations, resolve_config
     assert STANDIN_WEIGHTS.stat().st_size <= 10 * 2 ** 20    # committed, at most 10 MB
     info = weights_info(STANDIN_WEIGHTS)
     assert "standin" in info and info["input_scale"] == PRESETS["demo"]["input_scale"]
@@ -229,6 +229,11 @@ def test_demo_fine_tunes_the_committed_stand_in_unless_told_otherwise(tmp_path):
     assert cfg.pretrained == str(STANDIN_WEIGHTS) and cfg.input_scale == 1 / 512 and cfg.new_layer_lr_mult == 1.0
     said = " ".join(deviations(cfg))
     assert "NOT on ImageNet" in said and "stand-in" in said and "1x the lr" in said and "first 100 iterations" in said
+    assert "findings drawn magnified 2x" in said and "grains drawn 1.5x" in said
+    assert resolve_config("demo", {"finding_scale": 0.5}, "cpu").finding_scale == 0.5
+    with pytest.raises(UserError, match="--finding-scale 0: expected a value above 0"):
+        resolve_config("demo", {"finding_scale": 0}, "cpu")
+    assert "magnified" not in " ".join(deviations(resolve_config("paper", {}, "cpu")))
     scratch = resolve_config("demo", {"pretrained": "none"}, "cpu")
     assert scratch.pretrained is None and scratch.input_scale == 1 / 512 and scratch.lr == PRESETS["demo"]["lr"]
     assert "trained from scratch" in " ".join(deviations(scratch))

@@ -22,6 +22,8 @@ datasets):
 
 ``difficulty`` divides every lesion's contrast: 1 is the default, 2 halves the contrast (harder),
 0.5 doubles it (easier); the anatomy does not change with it, so it is a clean, monotone knob.
+``grain_scale`` enlarges calcification grains and ``finding_scale`` magnifies whole findings, for
+networks that see the breast at about 100 px (see :func:`synthesize`).
 Everything is deterministic from ``seed`` (each patient has its own random stream), whatever the
 number of workers.
 """
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -88,23 +91,23 @@ def _choose(rng: np.random.Generator, weights: dict[str, float]) -> str:
     return names[rng.choice(len(names), p=p / p.sum())]
 
 
-def _findings(rng, label: str, interval: bool, difficulty: float, grain_scale: float = 1.0):
+def _findings(rng, label: str, interval: bool, difficulty: float, grain_scale: float = 1.0,
+              finding_scale: float = 1.0):
     """Findings per breast side ('affected', 'other') for one patient."""
+    sample = partial(sample_finding, grain_scale=grain_scale, finding_scale=finding_scale)
     scale = 1.0 / difficulty
     affected, other = [], []
     if label == "malignant":
         contrast = scale * (0.5 if interval else 1.0)
-        affected.append(sample_finding(rng, _choose(rng, MALIGNANT_KINDS), "malignant", contrast,
-                                       0.75 if interval else 1.0, grain_scale))
+        affected.append(sample(rng, _choose(rng, MALIGNANT_KINDS), "malignant", contrast, 0.75 if interval else 1.0))
         if rng.random() < 0.2:
-            affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale,
-                                           grain_scale=grain_scale))
+            affected.append(sample(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
     elif label == "recalled_benign":
-        affected.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale, grain_scale=grain_scale))
+        affected.append(sample(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
         if rng.random() < 0.75:
-            other.append(sample_finding(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale, grain_scale=grain_scale))
+            other.append(sample(rng, _choose(rng, BENIGN_KINDS), "recalled_benign", scale))
     if rng.random() < 0.1:  # vascular calcifications are usually bilateral
-        vessel = sample_finding(rng, "vascular_calcs", "incidental", scale, 1.0, grain_scale)
+        vessel = sample(rng, "vascular_calcs", "incidental", scale)
         affected.append(vessel)
         other.append(replace(vessel, seed=vessel.seed + 1))
     return affected, other
@@ -119,13 +122,14 @@ def _place(rng: np.random.Generator, zone: np.ndarray) -> tuple[float, float]:
     return float(row), float(col)
 
 
-def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficulty: float, image_shape,
-                folder: Path, view_rng: np.random.Generator) -> tuple[list[tuple], tuple]:
+def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficulty: float, finding_scale: float,
+                image_shape, folder: Path, view_rng: np.random.Generator) -> tuple[list[tuple], tuple]:
     """Draw one view with its findings, write its file; return its findings lines and its breast-box line."""
     drawn = render_view(view_rng, shape, info["view"], image_shape, info["spacing_mm"])
     image = drawn.attenuation
     if info["view"] == "MLO" and view_rng.random() < 0.15:  # axillary/intramammary lymph node
-        findings = [*findings, sample_finding(view_rng, "lymph_node", "incidental", 1.0 / difficulty)]
+        node = sample_finding(view_rng, "lymph_node", "incidental", 1.0 / difficulty, finding_scale=finding_scale)
+        findings = [*findings, node]
     placed = []
     for finding in findings:
         centre = _place(view_rng, drawn.lesion_zone)
@@ -152,7 +156,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
     The patient's random stream fixes density, breast size, affected side and findings; each view
     has its own stream (seed, dataset, patient, view), so views never shift each other's draws.
     """
-    dataset, index, label, interval, seed, difficulty, grain_scale, image_shape, out_dir = task
+    dataset, index, label, interval, seed, difficulty, grain_scale, finding_scale, image_shape, out_dir = task
     rng = np.random.default_rng([seed, DATASET_CODE[dataset], index])
     patient_id = f"{dataset.upper()}{index:05d}"
     spacing = FIELD_HEIGHT_MM / image_shape[0]
@@ -162,7 +166,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
     depth = rng.uniform(0.5, 0.78) * image_shape[1] * spacing
     half_height = rng.uniform(0.3, 0.42) * FIELD_HEIGHT_MM
     affected_side = str(rng.choice(["L", "R"]))
-    affected, other = _findings(rng, label, interval, difficulty, grain_scale)
+    affected, other = _findings(rng, label, interval, difficulty, grain_scale, finding_scale)
     date = study_date(rng)
     folder = Path(out_dir) / "images" / patient_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,7 +181,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
                     "name": f"{patient_id}_{side}_{view}." + ("dcm" if dataset == "ffdm" else "png")}
             view_rng = np.random.default_rng([seed, DATASET_CODE[dataset], index, instance])
             found, box = _write_view(info, shape, affected if side == affected_side else other, difficulty,
-                                     image_shape, folder, view_rng)
+                                     finding_scale, image_shape, folder, view_rng)
             truth += found
             boxes.append(box)
             rows.append({"image_path": f"images/{patient_id}/{info['name']}", "patient_id": patient_id,
@@ -187,7 +191,8 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
 
 
 def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: float = 1.0, image_size=None,
-               workers: int | None = None, progress: bool = True, grain_scale: float = 1.0) -> Path:
+               workers: int | None = None, progress: bool = True, grain_scale: float = 1.0,
+               finding_scale: float = 1.0) -> Path:
     """Generate a synthetic cohort into ``out_dir``; return the path of its manifest CSV.
 
     Parameters
@@ -203,6 +208,12 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     grain_scale : multiplies the radius of every calcification grain (1 = real sizes, 0.15-1.3 mm);
         the clusters' extent, layout and every other finding do not change. At 1 the cohort is bit
         for bit the one made without it.
+    finding_scale : draws every finding (lesions and incidental findings alike) magnified this many
+        times: outline, spicules, cluster extent and grains (grains end up ``grain_scale *
+        finding_scale`` times their real size), as a magnification view would show them. The
+        findings themselves (kinds, sizes in ``findings.csv``'s ``diameter_mm``, contrast, places)
+        do not change; ``radius_px`` is the drawn, magnified radius. At 1 the cohort is bit for bit
+        the one made without it.
     image_size : (rows, cols) of the images, default :data:`DEFAULT_IMAGE_SIZE` (640 x 512, pixel
         spacing 0.364 mm). The field of view stays 233 mm high, so (3328, 2560) gives a
         full-resolution 70 um image; the spacing is written in ImagerPixelSpacing.
@@ -223,6 +234,8 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
         raise ValueError(f"difficulty must be > 0 (1 = default, larger = subtler lesions), got {difficulty}")
     if not grain_scale > 0:
         raise ValueError(f"grain_scale must be > 0 (1 = real calcification grain sizes), got {grain_scale}")
+    if not finding_scale > 0:
+        raise ValueError(f"finding_scale must be > 0 (1 = findings at their real size), got {finding_scale}")
     image_shape = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
     if len(image_shape) != 2 or min(image_shape) < 64:
         raise ValueError(f"image_size must be (rows, cols) of at least 64 pixels each, got {image_size}")
@@ -237,7 +250,7 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     interval[rng.choice(malignant, n_interval, replace=False)] = True
 
     tasks = [(dataset, i + 1, str(labels[i]), bool(interval[i]), int(seed), float(difficulty), float(grain_scale),
-              image_shape, str(out_dir))
+              float(finding_scale), image_shape, str(out_dir))
              for i in range(labels.size)]
     results = dict(parallel_map(_make_patient_keyed, tasks, workers, progress, desc=f"synthesize {dataset}",
                                 unit="patient"))
@@ -247,7 +260,7 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     boxes = [line for i in sorted(results) for line in results[i][2]]
     write_csv_atomic(out_dir / "breast_box.csv", BOX_COLUMNS, boxes)
     summary = {"dataset": dataset, "n_patients": int(n_patients), "seed": int(seed), "difficulty": float(difficulty),
-               "grain_scale": float(grain_scale),
+               "grain_scale": float(grain_scale), "finding_scale": float(finding_scale),
                "image_size": list(image_shape), "pixel_spacing_mm": FIELD_HEIGHT_MM / image_shape[0],
                "class_counts": counts, "interval_cancers": n_interval, "n_images": len(rows),
                "generator": "data_prep.synthetic", "generator_version": GENERATOR_VERSION,

@@ -17,7 +17,10 @@ A :class:`Finding` fixes a finding's kind, size, contrast and shape seed; the sa
 in the CC and the MLO view of its breast, at a position each view chooses in its glandular zone.
 Calcification grains are drawn with their integrated brightness preserved when they are smaller
 than a pixel, so that a cluster still shows after downsampling to about 100-227 pixels; spicules
-are about 2 mm wide at the base (real ones are thinner) for the same reason.
+are about 2 mm wide at the base (real ones are thinner) for the same reason. A finding's ``scale``
+draws it magnified, every length of it at once (outline, spicules, cluster extent, grains), as a
+radiologist's magnification view shows a lesion's shape: at 99 px a pixel is about 1.5 mm of
+breast, too coarse for the shapes that tell a benign finding from a malignant one.
 """
 
 from __future__ import annotations
@@ -57,19 +60,22 @@ class Finding:
     seed: int         # fixes the shape: outline harmonics, spicules, grain layout
     role: str         # "malignant", "recalled_benign" or "incidental"
     grain_scale: float = 1.0   # calcification grains' radii are multiplied by it (see CALC_KINDS)
+    scale: float = 1.0         # every length of the finding is drawn this many times its real size
 
 
 def sample_finding(rng: np.random.Generator, kind: str, role: str, contrast_scale: float, size_scale: float = 1.0,
-                   grain_scale: float = 1.0) -> Finding:
+                   grain_scale: float = 1.0, finding_scale: float = 1.0) -> Finding:
     """Draw a finding of ``kind``; ``contrast_scale`` is 1/difficulty (times 0.5 for interval cancers).
 
     ``grain_scale`` enlarges the grains of calcifications (not their cluster's extent); other kinds
-    ignore it.
+    ignore it. ``finding_scale`` magnifies the whole finding when it is drawn (``Finding.scale``); it
+    draws nothing from ``rng``, so a cohort's findings stay the same ones at every scale.
     """
     lo, hi = CONTRAST[kind]
     dlo, dhi = DIAMETER_MM[kind]
     return Finding(kind, float(rng.uniform(dlo, dhi) * size_scale), float(rng.uniform(lo, hi) * contrast_scale),
-                   int(rng.integers(2 ** 31)), role, float(grain_scale) if kind in CALC_KINDS else 1.0)
+                   int(rng.integers(2 ** 31)), role, float(grain_scale) if kind in CALC_KINDS else 1.0,
+                   float(finding_scale))
 
 
 def _patch(image_shape, centre, radius_px):
@@ -161,8 +167,10 @@ def draw_finding(image: np.ndarray, finding: Finding, centre: tuple[float, float
     """Draw ``finding`` into ``image`` (attenuation, modified in place) at ``centre`` (row, col).
 
     Returns the radius in pixels of the drawn region (for the ground-truth file). The shape depends
-    only on ``finding.seed``, so both views of a breast show the same lesion.
+    only on ``finding.seed``, so both views of a breast show the same lesion. ``finding.scale``
+    magnifies it by drawing it as if the pixels were that many times smaller.
     """
+    spacing = spacing / finding.scale
     rng = np.random.default_rng(finding.seed)
     kind, c = finding.kind, finding.contrast
     radius = finding.diameter_mm / 2.0 / spacing   # pixels
