@@ -299,7 +299,8 @@ def deviations(cfg: StudyConfig) -> list[str]:
                    f"cluster, grains), as in a magnification view, because at {cfg.input_size} px a pixel is about "
                    "1.5 mm of breast and the shapes that tell benign from malignant findings do not show")
     if not cfg.data and cfg.grain_scale != 1.0:
-        out.append(f"synthetic calcification grains drawn {cfg.grain_scale:g}x their real size (0.15-1.3 mm), "
+        both = f", {cfg.grain_scale * cfg.finding_scale:g}x with the magnification" if cfg.finding_scale != 1 else ""
+        out.append(f"synthetic calcification grains drawn {cfg.grain_scale:g}x their real size (0.15-1.3 mm){both}, "
                    f"because at {cfg.input_size} px real grains are a fraction of a pixel and clipped by the "
                    "display window, and a network trained for minutes misses them")
     if cfg.input_scale != 1.0:

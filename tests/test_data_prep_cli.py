@@ -46,6 +46,16 @@ def test_bad_arguments_exit_with_usage(tmp_path):
         main(["synthesize", "--dataset", "ffdm", "--patients", "3", "--out", str(tmp_path), "--image-size", "big"])
 
 
+@pytest.mark.parametrize("option", ["--grain-scale", "--finding-scale"])
+def test_a_scale_of_zero_is_one_error_line_before_any_image(tmp_path, capsys, option):
+    out = tmp_path / "cohort"
+    assert main(["synthesize", "--dataset", "ffdm", "--patients", "3", "--out", str(out), option, "0",
+                 "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option}: got 0.0, expected a number > 0" in err[0], err
+    assert not (out / "images").exists()
+
+
 def small_manifest(folder):
     """Two PNG breasts and their manifest."""
     rows = []

@@ -229,7 +229,7 @@ def test_demo_fine_tunes_the_committed_stand_in_unless_told_otherwise(tmp_path):
     assert cfg.pretrained == str(STANDIN_WEIGHTS) and cfg.input_scale == 1 / 512 and cfg.new_layer_lr_mult == 1.0
     said = " ".join(deviations(cfg))
     assert "NOT on ImageNet" in said and "stand-in" in said and "1x the lr" in said and "first 100 iterations" in said
-    assert "findings drawn magnified 2x" in said and "grains drawn 1.5x" in said
+    assert "findings drawn magnified 2x" in said and "grains drawn 1.5x their real size (0.15-1.3 mm), 3x with" in said
     assert resolve_config("demo", {"finding_scale": 0.5}, "cpu").finding_scale == 0.5
     with pytest.raises(UserError, match="--finding-scale 0: expected a value above 0"):
         resolve_config("demo", {"finding_scale": 0}, "cpu")

@@ -59,6 +59,8 @@ def _bad_inputs(tmp_path):
         (["--cv", "1"], "--cv 1"),
         (["--iters", "-5"], "--iters -5"),
         (["--input-size", "20"], "--input-size 20"),
+        (["--grain-scale", "0"], "--grain-scale 0"),
+        (["--finding-scale", "-2"], "--finding-scale -2"),
         (["--scenario", "benign-vs-malignant"], "--scenario benign-vs-malignant"),
         (["--patients", "ffdm=0"], "--patients ffdm=0"),
         (["--data", "ffdm"], "--data 'ffdm'"),
