@@ -37,14 +37,17 @@ STANDIN_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "standin_
 
 PRESETS = {
     "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
-                  grain_scale=1.0, finding_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate", checkpoint_every=250),
+                  grain_scale=1.0, finding_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate",
+                  checkpoint_every=250),
     # lr 0.008 at input scale 1/512 moves the weights as lr 0.001 at 1/64 did, with 8x smaller first
-    # steps of the logits; weight decay 0.000625 keeps lr x decay as before (bench/demo_design.md).
+    # steps of the logits; weight decay 0.000625 keeps lr x decay as before. Findings drawn 2x (grains
+    # 1.5x more, 3x in all): at 99 px the shapes that tell benign from malignant do not show otherwise
+    # (bench/demo_design.md, sections 1, 2 and 6).
     "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 512, lr=0.008, lr_step=800,
                  batch_size=32, weight_decay=0.000625, augment_flip=True, augment_shift=8,
                  input_size=99, gpu_input_size=227, gpu_augment_shift=18, cv=0, ffdm_patients=1000,
-                 ddsm_patients=1000, difficulty=0.1, finding_scale=2.0, grain_scale=1.5, fn_analysis="holdout", checkpoint_every=100,
-                 pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
+                 ddsm_patients=1000, difficulty=0.1, finding_scale=2.0, grain_scale=1.5, fn_analysis="holdout",
+                 checkpoint_every=100, pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
 }
 
 LABELS = {"batch_size": "batch size", "lr": "base learning rate", "lr_step": "lr step (iterations)",
