@@ -501,7 +501,7 @@ def _findings_for(data: RunData, idx):
 
 def _figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class_names, title):
     cols = max(len(p) for _, p in picks) or 1
-    fig = Figure(figsize=(2.6 * cols, 2.7 * len(picks)), dpi=110)
+    fig = Figure(figsize=(2.6 * cols, 2.9 * len(picks)), dpi=110)
     axes = fig.subplots(len(picks), cols, squeeze=False)
     for row, (label, chosen) in enumerate(picks):
         for col in range(axes.shape[1]):
@@ -512,7 +512,8 @@ def _figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class_name
             k = chosen[col]
             pred = int(proba[k].argmax())
             draw_overlay(ax, ds.images[idx[k]], maps[k],
-                         f"{label}\ntrue {class_names[y[k]]}, called {class_names[pred]} ({proba[k, pred]:.2f})",
+                         # three short lines: "recalled-benign" in two class names overran the next panel
+                         f"{label}\ntrue {class_names[y[k]]},\ncalled {class_names[pred]} ({proba[k, pred]:.2f})",
                          [scored[k]] if scored and scored[k] else (),
                          [incidental[k]] if incidental and incidental[k] else ())
     fig.suptitle(title, fontsize=8)
