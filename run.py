@@ -112,10 +112,11 @@ def parse_args(argv=None):
                          f"(generator default 1.0, paper preset 1.0; demo {demo['difficulty']})")
     ap.add_argument("--grain-scale", type=float, default=None,
                     help=f"synthetic calcification grains are drawn this many times their real size (generator "
-                         f"default 1, paper preset 1; demo {demo.get('grain_scale', 1.0):g})")
+                         f"default 1, paper preset 1; demo {demo['grain_scale']:g})")
     ap.add_argument("--finding-scale", type=float, default=None,
-                    help=f"synthetic findings are drawn magnified this many times, every length of them (calcification "
-                         f"grains: both scales) (generator default 1, paper preset 1; demo {demo.get('finding_scale', 1.0):g})")
+                    help=f"synthetic findings are drawn magnified this many times, every length of them "
+                         f"(calcification grains: both scales) (generator default 1, paper preset 1; "
+                         f"demo {demo['finding_scale']:g})")
     ap.add_argument("--fn-analysis", choices=("separate", "holdout", "off"), default=None,
                     help="false-negative (interval cancer) analyses: separate = both of the paper's: retrain "
                          "without the interval-cancer patients, and retrain with half of them, scoring the other "
