@@ -23,6 +23,7 @@ from pathlib import Path
 from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import weights_info
 
+from .errors import UserError
 from .data import DATASETS, check_user_data, needed_datasets
 from .scenarios import SCENARIOS
 from .study import EXPERIMENTS, pretrained_new_layers, pretrained_origin
@@ -97,13 +98,6 @@ class StudyConfig:
 
     def to_dict(self):
         return asdict(self)
-
-
-class UserError(ValueError):
-    """Bad input from the person running the study: run.py prints ``error: <message>`` and exits with 2.
-
-    The message names the option or file, the value given and what was expected.
-    """
 
 
 # the option each setting comes from, for error messages
