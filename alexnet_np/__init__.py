@@ -13,14 +13,15 @@ import os
 # benchmarks do that); a value set by the user wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from .backend import set_backend, backend_name, to_numpy
+from .backend import set_backend, backend_name, to_numpy, usable_cores
 from .layers import (Conv2d, ReLU, LocalResponseNorm, MaxPool2d, Dropout, Linear, Flatten,
                      SoftmaxCrossEntropy)
 from .model import AlexNet, to_network_input
+from .ops import softmax
 from .optim import SGD
 from .weights import save_weights, load_weights, save_checkpoint, load_checkpoint
 
 __all__ = ["AlexNet", "SGD", "SoftmaxCrossEntropy", "Conv2d", "ReLU", "LocalResponseNorm",
            "MaxPool2d", "Dropout", "Linear", "Flatten", "to_network_input", "set_backend",
-           "backend_name", "to_numpy"]
+           "backend_name", "to_numpy", "softmax", "usable_cores"]
 __all__ += ["save_weights", "load_weights", "save_checkpoint", "load_checkpoint"]

@@ -13,7 +13,8 @@ Importing this package never imports CuPy unless one of those asks for it.
 The primitives in ops.py are decorated with :func:`dispatched`: the function
 body is the plain *reference* version (the readable definition, and the
 tests' oracle), and the decorator picks, call by call, the implementation that
-runs, from the type of the first argument and the settings:
+runs, from the type of the first argument and the settings (the op may be
+called with positional or keyword arguments; the choice reads them by name):
 
 * a CuPy array: the CUDA twin of the same name in :mod:`alexnet_np.cuda_kernels`;
 * a NumPy array, ``ALEXNET_NP_CPU_KERNELS=fast`` (default): the fast CPU twin of
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import queue
 import threading
@@ -65,14 +67,29 @@ def _import_cupy():
     return None
 
 
+def usable_cores() -> int:
+    """The number of CPU cores this process may run on (at least 1).
+
+    That is the size of its affinity mask (``os.sched_getaffinity``), which a
+    batch system's CPU binding, ``taskset`` or a container's cpuset narrow, and
+    not the machine's core count: on a cluster node shared by several jobs the
+    two differ, and threads beyond the mask only queue for the same cores.
+    Where the platform has no affinity call (macOS, Windows): every core,
+    ``os.cpu_count()``. OpenBLAS counts its default thread number the same way.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _thread_count() -> int:
     """As many threads as BLAS uses: OPENBLAS_NUM_THREADS or OMP_NUM_THREADS when set,
-    else the number of cores this process may run on (OpenBLAS's own default)."""
+    else :func:`usable_cores` (OpenBLAS's own default)."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "")
         if value.isdigit() and int(value) > 0:
             return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 def is_gpu_array(a) -> bool:
@@ -140,6 +157,7 @@ class Runtime:
         self.winograd = None      # whether 3x3 stride-1 NumPy convolutions may use Winograd
         self.threads = _thread_count()
         self._twins = None        # op name -> fast CPU twin; rebuilt after set_cpu_kernels
+        self._modules = {}        # "fast CPU" / "Winograd" / "CUDA" -> the module of those twins
         self._tasks = None        # queue of (work, lo, hi, done) read by the worker threads
         self._tasks_pid = None    # the process that started the workers
         self._scratch = threading.local()
@@ -202,27 +220,48 @@ class Runtime:
             return "winograd"
         return "im2col"
 
-    def implementation(self, name, reference, args):
-        """(function, implementation) that runs op ``name`` on ``args`` (see the module
-        docstring); ``reference`` is the op's reference body."""
-        a = args[0]
-        conv = name in ("conv_forward", "conv_backward")
-        if conv and (args[1].algorithm == "winograd" if name == "conv_backward"    # as the forward
-                     else self.conv_algorithm(a, args[1].shape[-1], args[3]) == "winograd"):
-            from . import winograd
-            return getattr(winograd, name), "Winograd"
-        if conv:  # im2col + GEMM, whose im2col and col2im are dispatched in turn
-            return reference, "im2col + GEMM"
-        if is_gpu_array(a):
-            from . import cuda_kernels  # imported only once a CuPy array exists
-            return getattr(cuda_kernels, name), "CUDA"
+    def implementation(self, op: OpSignature, reference, args, kwargs):
+        """(function, implementation) that runs ``op`` on the call's ``args`` and ``kwargs``
+        (see the module docstring); ``reference`` is the op's reference body. The arguments
+        that decide are read by name, so positional and keyword calls choose alike."""
+        lead = op.value(op.first, args, kwargs)
+        if op.name in ("conv_forward", "conv_backward"):
+            if op.name == "conv_backward":  # the algorithm its forward ran, as the cache records
+                algorithm = op.value("cache", args, kwargs).algorithm
+            else:
+                algorithm = self.conv_algorithm(lead, op.value("w", args, kwargs).shape[-1],
+                                                op.value("stride", args, kwargs))
+            if algorithm == "winograd":
+                return getattr(self._implementations("Winograd"), op.name), "Winograd"
+            return reference, "im2col + GEMM"  # whose im2col and col2im are dispatched in turn
+        if is_gpu_array(lead):
+            return getattr(self._implementations("CUDA"), op.name), "CUDA"
         if self.cpu_kernels_name() == "reference":
             return reference, "reference"
         if self._twins is None:
-            from . import cpu_kernels  # imported once a NumPy array reaches an op
-            self._twins = {n: getattr(cpu_kernels, n) for n in cpu_kernels.__all__}
-        twin = self._twins.get(name)
+            fast = self._implementations("fast CPU")
+            self._twins = {n: getattr(fast, n) for n in fast.__all__}
+        twin = self._twins.get(op.name)
         return (twin, "fast CPU") if twin is not None else (reference, "reference")
+
+    def _implementations(self, family: str):
+        """The module of one family of twins -- ``"fast CPU"`` (cpu_kernels), ``"Winograd"``
+        (winograd) or ``"CUDA"`` (cuda_kernels) -- imported at its first use."""
+        module = self._modules.get(family)
+        if module is None:
+            # The one place where this module reaches the implementations, and on purpose only
+            # at the first call: they are written on ops.py (its sizes, its records, its
+            # references as fallbacks), whose functions `dispatched` below decorates while
+            # ops.py loads, so importing them while this module loads would be an import
+            # cycle. cuda_kernels also imports CuPy: it loads only once a CuPy array reaches
+            # an op, so a CPU-only install never touches CuPy.
+            if family == "CUDA":
+                from . import cuda_kernels as module
+            else:
+                from . import cpu_kernels, winograd
+                module = cpu_kernels if family == "fast CPU" else winograd
+            self._modules[family] = module
+        return module
 
     def count(self, op: str, implementation: str):
         key = (op, implementation)
@@ -300,6 +339,20 @@ def backend_name() -> str:
     return "cupy" if xp() is not np else "numpy"
 
 
+def cupy_available() -> bool:
+    """Whether CuPy imports and sees a CUDA GPU (what ``set_backend("cupy")`` needs)."""
+    return _import_cupy() is not None
+
+
+def device_name() -> str | None:
+    """The GPU's name when the backend is CuPy, else None (for the records of a run)."""
+    if backend_name() != "cupy":
+        return None
+    cupy = xp()
+    name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def set_cpu_kernels(name: str) -> str:
     """Select the CPU primitives: ``"fast"`` (alexnet_np.cpu_kernels where a twin exists)
     or ``"reference"`` (the plain bodies in ops.py); returns the name."""
@@ -341,22 +394,60 @@ def reset_kernels_used():
     RUNTIME.reset_counts()
 
 
+class OpSignature:
+    """Where the arguments of one dispatched op arrive: its reference's parameters, by name.
+
+    Made once per op, when :func:`dispatched` decorates it, from the reference's
+    signature (which every twin shares). :meth:`value` is how the dispatch reads
+    an argument: a tuple index or a dict lookup, where ``inspect.Signature.bind``
+    would cost several microseconds on every call of the hot path.
+    """
+
+    __slots__ = ("name", "first", "_position", "_defaults")
+
+    def __init__(self, fn):
+        params = inspect.signature(fn).parameters
+        if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params.values()):
+            raise TypeError(f"{fn.__name__}: a dispatched op takes named parameters only "
+                            f"(no *args, **kwargs or positional-only ones)")
+        self.name = fn.__name__
+        self.first = next(iter(params))   # the array whose type picks the implementation
+        self._position = {n: i for i, (n, p) in enumerate(params.items())
+                          if p.kind is p.POSITIONAL_OR_KEYWORD}
+        self._defaults = {n: p.default for n, p in params.items() if p.default is not p.empty}
+
+    def value(self, name: str, args: tuple, kwargs: dict):
+        """The argument ``name`` of the call ``op(*args, **kwargs)``: passed by position, by
+        keyword, or the default."""
+        i = self._position.get(name, len(args))
+        if i < len(args):
+            return args[i]
+        if name in kwargs:
+            return kwargs[name]
+        if name in self._defaults:
+            return self._defaults[name]
+        raise TypeError(f"{self.name}() missing required argument: {name!r}")
+
+
 def dispatched(fn):
     """Decorator: the one place where an op's implementation is chosen, and counted.
 
     The decorated body is the reference. Each call runs the implementation that
     :meth:`Runtime.implementation` picks -- the CUDA twin for a CuPy first
     argument, the fast CPU twin, Winograd for the convolutions it applies to, or
-    the reference -- and counts it for :func:`kernels_used`. All twins have
-    exactly the signature of the reference, so they can be tested against each
-    other; ``dispatch.reference`` is the reference itself.
+    the reference -- and counts it for :func:`kernels_used`. The op takes its
+    arguments by position, by keyword or both, as the reference's signature
+    allows; the choice reads them by name (:class:`OpSignature`), and the chosen
+    function gets them as they were passed. All twins have exactly the signature
+    of the reference, so they can be tested against each other;
+    ``dispatch.reference`` is the reference itself.
     """
-    name = fn.__name__
+    op = OpSignature(fn)
 
     @functools.wraps(fn)
     def dispatch(*args, **kwargs):
-        impl, kind = RUNTIME.implementation(name, fn, args)
-        RUNTIME.count(name, kind)
+        impl, kind = RUNTIME.implementation(op, fn, args, kwargs)
+        RUNTIME.count(op.name, kind)
         return impl(*args, **kwargs)
 
     dispatch.reference = fn
@@ -376,8 +467,13 @@ def enable_tf32(enabled: bool = True):
 
 
 def asarray(a, dtype=None):
-    """Move/convert ``a`` to the chosen backend (a host array becomes a device array on CuPy)."""
-    return xp().asarray(a, dtype=dtype)
+    """Move/convert ``a`` to the chosen backend: a host array becomes a device array on CuPy,
+    a device array comes back to the host on NumPy, an array already there is not copied
+    (unless ``dtype`` asks for a conversion)."""
+    m = xp()
+    if m is np and is_gpu_array(a):
+        a = a.get()
+    return m.asarray(a, dtype=dtype)
 
 
 def to_numpy(a) -> np.ndarray:

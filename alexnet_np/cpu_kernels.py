@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import ops
 from .backend import RUNTIME, kept, scratch
-from .ops import _pool_windows, conv_out_size
+from .ops import conv_out_size, pool_input
 
 # The twins of ops.py functions; backend.dispatched sends NumPy arrays to these.
 __all__ = ["col2im", "im2col", "lrn_backward", "lrn_forward", "maxpool", "maxpool_backward",
@@ -195,7 +195,8 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True, buffers
     """
     if 2 * kernel * kernel > 127:  # the keys must fit in int8
         return ops.maxpool_forward.reference(x, kernel, stride, ceil_mode)
-    xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
+    pooled = pool_input(x, kernel, stride, ceil_mode, -np.inf)
+    xw, ho, wo = pooled.x, pooled.ho, pooled.wo
     n, c, hp, wp = xw.shape
     s = stride
     hq = ho + (kernel - 1) // s        # rows per phase array that the windows use
@@ -242,7 +243,8 @@ def maxpool(x, kernel: int, stride: int, ceil_mode: bool = True, buffers=None):
     (kernel strided views of the slab), then over its columns (kernel strided
     views of that), one NumPy call per tap. The maximum is exact, so the output
     equals the reference's."""
-    xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
+    pooled = pool_input(x, kernel, stride, ceil_mode, -np.inf)
+    xw, ho, wo = pooled.x, pooled.ho, pooled.wo
     n, c, hp, wp = xw.shape
     s = stride
     planes = xw.reshape(n * c, hp, wp)

@@ -105,7 +105,10 @@ class Conv2d(Layer):
 
 
 class ReLU(Layer):
-    """y = max(x, 0);  dx = dout * [y > 0].
+    """Rectified linear unit, the paper's activation. x: any shape -> y: the same shape.
+
+    Forward:   y = max(x, 0)
+    Backward:  dx = dout * [y > 0]        (y > 0 exactly where x > 0)
 
     With ``inplace=True`` the output overwrites the input (the layer before,
     a convolution or linear layer, keeps no reference to its output), which
@@ -129,9 +132,11 @@ class ReLU(Layer):
 
 class LocalResponseNorm(Layer):
     """Caffe LRN across channels (bvlc_alexnet: size 5, alpha 1e-4, beta 0.75, k 1).
+    x: (N, C, H, W) -> y: (N, C, H, W), each pixel normalized over its neighbouring channels.
 
-    scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,     y_c = x_c * scale_c^(-beta)
-    dx_c = dout_c scale_c^(-beta) - (2 alpha beta / size) x_c sum_{|c'-c| <= size//2} dout_{c'} y_{c'} / scale_{c'}
+    Forward:   scale_c = k + alpha/size * sum_{|c'-c| <= size//2} x_{c'}^2,     y_c = x_c * scale_c^(-beta)
+    Backward:  dx_c = dout_c scale_c^(-beta)
+                      - (2 alpha beta / size) x_c sum_{|c'-c| <= size//2} dout_{c'} y_{c'} / scale_{c'}
 
     Note: Caffe divides alpha by ``size``; PyTorch's LocalResponseNorm does too
     (the two agree), cuda-convnet did not.
@@ -159,11 +164,14 @@ class LocalResponseNorm(Layer):
 
 class MaxPool2d(Layer):
     """Max pooling with Caffe's ceil-mode output size (kernel 3, stride 2 in AlexNet).
+    x: (N, C, H, W) -> y: (N, C, Ho, Wo), Ho = ceil((H - kernel)/stride) + 1 (likewise Wo;
+    ``ceil_mode=False``: floor, as torchvision).
 
-    y[n,c,p,q] = max_{i,j < kernel} x[n, c, p*stride + i, q*stride + j],
-    Ho = ceil((H - kernel)/stride) + 1 (``ceil_mode=False``: floor, as torchvision).
-    Backward routes dout[n,c,p,q] to the window's argmax only; ties go to the
-    first position in row-major order within the window (Caffe's rule).
+    Forward:   y[n,c,p,q] = max_{i,j < kernel} x[n, c, p*stride + i, q*stride + j]
+               (window positions beyond the image do not take part)
+    Backward:  dx[n, c, p*stride + i*, q*stride + j*] += dout[n,c,p,q], (i*, j*) the window's
+               argmax; every other input pixel of the window gets nothing from it.
+    Ties go to the first position in row-major order within the window (Caffe's rule).
     Inference (train=False) takes the maximum alone, without the argmax.
     """
 
@@ -193,8 +201,10 @@ class MaxPool2d(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: at train time y = x * mask / (1 - p) with mask ~ Bernoulli(1 - p);
-    at test time y = x. Backward: dx = dout * mask / (1 - p).
+    """Inverted dropout. x: any shape -> y: the same shape.
+
+    Forward:   train: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p) per element;  test: y = x
+    Backward:  dx = dout * mask / (1 - p)
 
     Masks come from ``self.rng``, a counter-based stream (:class:`~alexnet_np.ops.CounterRNG`)
     evaluated where the data lives: NumPy and CUDA draw the very same mask, and
@@ -235,7 +245,8 @@ class Dropout(Layer):
 class Linear(Layer):
     """Fully connected layer. x: (N, in), weight: (out, in), bias: (out,) -> y: (N, out).
 
-    y = x W^T + b;     dW = dout^T x,   db = sum_n dout,   dx = dout W.
+    Forward:   y = x W^T + b
+    Backward:  dW = dout^T x,   db = sum_n dout,   dx = dout W
 
     GEMM orientation: y and dx are computed transposed, y = (W x^T)^T and
     dx = (W^T dout^T)^T, which OpenBLAS runs 1.3-2.5x faster at AlexNet's shapes
@@ -271,7 +282,11 @@ class Linear(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W) in C order (Caffe's and PyTorch's fc6 input order)."""
+    """x: (N, C, H, W) -> y: (N, C*H*W) in C order (Caffe's and PyTorch's fc6 input order).
+
+    Forward:   y[n, (c*H + h)*W + w] = x[n, c, h, w]
+    Backward:  dx = dout reshaped back to (N, C, H, W)   (a reshape moves values without changing them)
+    """
 
     def forward(self, x, train=True):
         self.cache = x.shape if train else None
@@ -284,11 +299,16 @@ class Flatten(Layer):
 
 
 class SoftmaxCrossEntropy:
-    """Softmax followed by the (optionally class-weighted) mean cross-entropy.
+    """Softmax followed by the (optionally class-weighted) mean cross-entropy: the loss of
+    the paper's "final softmax function".
 
     ``loss, dlogits = SoftmaxCrossEntropy(class_weights)(logits, labels)``;
-    the loss is sum_n w[y_n] (-log softmax(z_n)[y_n]) / sum_n w[y_n], and dlogits
-    its exact gradient (see :func:`alexnet_np.ops.softmax_cross_entropy`).
+    logits z: (N, K), labels y: (N,) integers in [0, K) -> loss: a scalar, dlogits: (N, K).
+
+    Forward:   loss = sum_n w[y_n] (-log softmax(z_n)[y_n]) / sum_n w[y_n]
+    Backward:  dlogits[n] = w[y_n] (softmax(z_n) - onehot(y_n)) / sum_n w[y_n]
+    (computed together, :func:`alexnet_np.ops.softmax_cross_entropy`); ``class_weights``
+    w: (K,), all ones (the plain mean) when None.
     """
 
     def __init__(self, class_weights=None):

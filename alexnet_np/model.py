@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
-from .backend import array_module, to_numpy
+from .backend import array_module, asarray, to_numpy
 from .layers import Conv2d, Dropout, Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU
 
 VARIANTS = ("caffe", "torchvision")
@@ -243,14 +243,13 @@ class AlexNet:
                              f"of shape (N, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
 
     def predict_proba(self, x, batch_size=100):
-        """Softmax probabilities (host NumPy array, (N, num_classes)) in test mode, batch by batch."""
+        """Softmax probabilities (host NumPy array, (N, num_classes)) in test mode, batch by batch:
+        :func:`alexnet_np.ops.softmax` of the logits (the paper's "final softmax function")."""
         m = self.xp
         out = []
         for start in range(0, len(x), batch_size):
             logits = self.forward(m.asarray(x[start:start + batch_size]), train=False)
-            z = logits - logits.max(axis=1, keepdims=True)
-            p = m.exp(z)
-            out.append(to_numpy(p / p.sum(axis=1, keepdims=True)))
+            out.append(to_numpy(ops.softmax(logits, axis=1)))
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
     def __repr__(self):
@@ -266,13 +265,21 @@ def to_network_input(gray, mean=0.0, scale=1.0, dtype=np.float32):
     into the three input channels, then ``mean`` is subtracted -- a scalar, a
     per-channel (3,) mean (as ImageNet weights record it), or a (H, W) mean image
     (the paper's "mean subtracting", computed on the training split). ``scale`` is
-    Caffe's transform_param scale: 1 for bvlc_alexnet (inputs in 0..255 units), about
-    1/64 for training from scratch with He initialization, which expects inputs of
-    unit size.
+    Caffe's transform_param scale: 1 for bvlc_alexnet (inputs in 0..255 units); a
+    small factor, such as the pipeline's demo preset's 1/512, for training from
+    scratch with He initialization, which expects inputs of unit size.
+
+    ``gray`` and ``mean`` may be host (NumPy) or device (CuPy) arrays, in any
+    numeric dtype (uint8 images need no conversion first): the result is a new
+    ``dtype`` array on the chosen backend's array module (:func:`backend.xp`),
+    the one the network's parameters live on, so callers pass host arrays as
+    they read them. On CuPy, ``gray`` crosses to the device in its own dtype
+    (a quarter of float32's bytes for uint8) and is converted there.
     """
+    gray = asarray(gray)
     m = array_module(gray)
     g = gray.astype(dtype, copy=False)
-    mean = m.asarray(mean, dtype=dtype)
+    mean = asarray(mean, dtype=dtype)
     out = m.empty((g.shape[0], 3) + g.shape[1:], dtype=dtype)
     if mean.ndim == 1:  # per-channel
         m.subtract(g[:, None], mean[None, :, None, None], out=out)

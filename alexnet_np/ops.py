@@ -179,8 +179,25 @@ def conv_backward(dout, cache, w, stride: int, pad: int, groups: int, dw, db, ne
 
 
 # ----------------------------------------------------------------------------- max pooling
-def _pool_windows(x, kernel: int, stride: int, ceil_mode: bool, fill):
-    """Padded copy (bottom/right, value ``fill``) so that ceil-mode windows fit, and the out size."""
+@dataclass(frozen=True)
+class PoolInput:
+    """An input made ready for pooling windows (see :func:`pool_input`)."""
+    x: object   # (N, C, H', W'): the input, padded bottom/right where ceil-mode windows overhang
+    ho: int     # output rows, pool_out_size(H, ...)
+    wo: int     # output columns, pool_out_size(W, ...)
+
+
+def pool_input(x, kernel: int, stride: int, ceil_mode: bool, fill) -> PoolInput:
+    """x: (N, C, H, W) -> the input that every pooling window fits in, and the output size.
+
+    Ho = pool_out_size(H, kernel, stride, 0, ceil_mode) (likewise Wo). With Caffe's
+    ceil mode the last window may overhang the image, by up to stride - 1 pixels:
+    then x is copied with (Ho-1)*stride + kernel - H rows (and columns) of ``fill``
+    added at the bottom (right), so window (p, q) is always the plain slice
+    x[..., p*stride : p*stride + kernel, q*stride : q*stride + kernel]. ``fill`` is
+    -inf for max pooling (the overhang never wins). Otherwise x itself, no copy.
+    Shared by the reference pooling here and its fast CPU twins.
+    """
     n, c, h, w = x.shape
     ho, wo = pool_out_size(h, kernel, stride, 0, ceil_mode), pool_out_size(w, kernel, stride, 0, ceil_mode)
     hp, wp = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
@@ -188,7 +205,7 @@ def _pool_windows(x, kernel: int, stride: int, ceil_mode: bool, fill):
         xp_ = np.full((n, c, max(hp, h), max(wp, w)), fill, dtype=x.dtype)
         xp_[:, :, :h, :w] = x
         x = xp_
-    return x, ho, wo
+    return PoolInput(x, ho, wo)
 
 
 @dispatched
@@ -200,7 +217,8 @@ def maxpool_forward(x, kernel: int, stride: int, ceil_mode: bool = True, buffers
     argmax (int8) is the tap index i*kernel + j of the maximum. **Ties** go to the
     first tap in row-major scan order (strict ``>``), the rule of Caffe's CPU code.
     """
-    xw, ho, wo = _pool_windows(x, kernel, stride, ceil_mode, -np.inf)
+    pooled = pool_input(x, kernel, stride, ceil_mode, -np.inf)
+    xw, ho, wo = pooled.x, pooled.ho, pooled.wo
     out = None
     argmax = np.zeros(x.shape[:2] + (ho, wo), dtype=np.int8)
     for i in range(kernel):
@@ -356,18 +374,44 @@ def dropout_apply(x, mask, scale: float):
     return x * (mask * x.dtype.type(scale))
 
 
-# ----------------------------------------------------------------------------- loss
+# ----------------------------------------------------------------------------- softmax, loss
+def log_softmax(z, axis: int = -1):
+    """log softmax(z) along ``axis``, by the stable log-sum-exp (NumPy or CuPy arrays):
+
+        log p = z - max(z) - log sum exp(z - max(z))
+
+    Subtracting the maximum changes nothing mathematically and keeps exp() from
+    overflowing; in the log domain a tiny probability stays finite (log of a
+    softmax that underflowed to 0 would be -inf)."""
+    m = array_module(z)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - m.log(m.exp(z).sum(axis=axis, keepdims=True))
+
+
+def softmax(z, axis: int = -1):
+    """Class probabilities from logits (the paper's "final softmax function"), NumPy or CuPy
+    arrays, along ``axis`` (default the last: logits (N, K) -> probabilities (N, K)):
+
+        p_k = exp(z_k - max(z)) / sum_j exp(z_j - max(z))
+
+    The maximum subtracted keeps exp() from overflowing; each row sums to 1 up to
+    rounding. The result is on the array module of ``z`` and has its float dtype."""
+    m = array_module(z)
+    p = m.exp(z - z.max(axis=axis, keepdims=True))
+    p /= p.sum(axis=axis, keepdims=True)
+    return p
+
+
 @dispatched
 def softmax_cross_entropy(logits, labels, weights):
     """Mean softmax cross-entropy and its gradient. logits (N, K), labels (N,) int -> (loss, dlogits).
 
-    log p = z - max(z) - log sum exp(z - max(z))      (stable log-sum-exp)
+    log p = log_softmax(z) = z - max(z) - log sum exp(z - max(z))
     loss  = - sum_n w[y_n] log p[n, y_n] / sum_n w[y_n]
     dlogits[n] = w[y_n] (p[n] - onehot(y_n)) / sum_n w[y_n]
     ``weights`` (K,) are per-class weights (all ones for the plain mean).
     """
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = log_softmax(logits, axis=1)
     rows = np.arange(logits.shape[0])
     w = weights[labels]
     wsum = w.sum()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module, kept, parallel, scratch
+from .ops import ConvCache
 
 BT = np.array([[1, 0, -1, 0],
                [0, 1, 1, 0],
@@ -238,7 +239,6 @@ def conv_forward(x, w, b, stride: int, pad: int, groups: int, train: bool = True
 
     When training, V (needed by the backward's dU) goes into ``buffers``; else into scratch.
     """
-    from .ops import ConvCache
     m = array_module(x)
     n, c, h, wd = x.shape
     k_out = w.shape[0]

@@ -1,11 +1,13 @@
 """Every fast CPU kernel (alexnet_np.cpu_kernels) against its plain reference in ops.py,
 the dispatch between them, the outputs kept in the caller's buffers, and a whole training
 step with fast kernels against one with reference kernels."""
+import os
+
 import numpy as np
 import pytest
 
-from alexnet_np import SGD, AlexNet, SoftmaxCrossEntropy, cpu_kernels, ops
-from alexnet_np.backend import RUNTIME, cpu_kernels_name, set_cpu_kernels
+from alexnet_np import SGD, AlexNet, SoftmaxCrossEntropy, cpu_kernels, ops, usable_cores
+from alexnet_np.backend import RUNTIME, Runtime, cpu_kernels_name, set_cpu_kernels
 
 DTYPES = [np.float64, np.float32]
 N_RANDOM = 40  # random shapes per kernel and dtype
@@ -228,6 +230,20 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     for threads in (1, 3):
         monkeypatch.setattr(RUNTIME, "threads", threads)
         np.testing.assert_array_equal(fast("lrn_forward")(x, 5, 1e-2, 0.75, 1.0)[0], before)
+
+
+def test_worker_threads_default_to_the_usable_cores(monkeypatch):
+    """Without OPENBLAS_NUM_THREADS / OMP_NUM_THREADS the kernels run one thread per core this
+    process may use (its affinity mask where the platform has one, not the machine's count)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5, 7}, raising=False)
+    assert usable_cores() == 3 and Runtime().threads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert Runtime().threads == 5
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
 
 
 def test_worker_errors_reach_the_caller():

@@ -289,6 +289,29 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
     assert abs(loss - 1000.0) < 1e-9  # second row: -log softmax = 2000, first ~0; mean 1000
 
 
+def test_softmax_is_the_normalized_exponential_and_does_not_overflow():
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal((5, 4)) * 4
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ops.softmax(z), expected, rtol=1e-14)
+    np.testing.assert_allclose(ops.softmax(z.T, axis=0), expected.T, rtol=1e-14)
+    np.testing.assert_allclose(ops.log_softmax(z), np.log(expected), rtol=1e-13, atol=1e-14)
+    p = ops.softmax(np.array([[1000.0, 999.0, -1000.0]], np.float32))
+    assert p.dtype == np.float32
+    np.testing.assert_allclose(p, [[1 / (1 + np.exp(-1.0)), 1 / (1 + np.e), 0.0]], rtol=1e-6)
+    assert np.isfinite(ops.log_softmax(np.array([[0.0, 2000.0]]))).all()   # log p = -2000, not -inf
+
+
+def test_pool_input_pads_where_ceil_mode_windows_overhang():
+    x = np.arange(2 * 1 * 6 * 5, dtype=np.float32).reshape(2, 1, 6, 5)
+    ready = ops.pool_input(x, 3, 2, True, -np.inf)      # ceil: Ho = ceil(3/2) + 1 = 3, Wo = 2
+    assert (ready.ho, ready.wo) == (3, 2) and ready.x.shape == (2, 1, 7, 5)
+    np.testing.assert_array_equal(ready.x[:, :, :6], x)
+    assert np.all(ready.x[:, :, 6] == -np.inf)
+    floor = ops.pool_input(x, 3, 2, False, -np.inf)      # floor: every window inside, no copy
+    assert (floor.ho, floor.wo) == (2, 2) and floor.x is x
+
+
 def test_softmax_cross_entropy_rejects_bad_labels():
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\]"):
         SoftmaxCrossEntropy()(np.zeros((2, 2)), np.array([0, 2]))

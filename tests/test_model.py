@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from alexnet_np import AlexNet, SoftmaxCrossEntropy, to_network_input
-from alexnet_np.backend import (RUNTIME, cpu_kernels_name, kernels_used, reset_kernels_used,
-                                set_cpu_kernels, set_winograd)
+from alexnet_np.backend import (RUNTIME, _import_cupy, backend_name, cpu_kernels_name, kernels_used,
+                                reset_kernels_used, set_backend, set_cpu_kernels, set_winograd)
 from alexnet_np.gradcheck import numeric_gradient, rel_error
 
 MINI = (4, 6, 6, 6, 4, 8, 8)  # conv1..conv5, fc6, fc7 widths (even: groups of 2)
@@ -207,3 +207,56 @@ def test_to_network_input_replicates_gray_and_subtracts_mean():
     out = to_network_input(gray, mean=mean_img)
     np.testing.assert_allclose(out[:, 0], gray - mean_img)
     np.testing.assert_array_equal(out[:, 0], out[:, 1])
+
+
+def _network_input_by_hand(gray, mean, scale):
+    """(gray - mean) * scale per channel in float32, written out for the test."""
+    g = np.asarray(gray, np.float32)
+    mean = np.asarray(mean, np.float32)
+    channels = [g - (mean[c] if mean.ndim == 1 else mean) for c in range(3)]
+    out = np.stack(channels, axis=1)
+    return out * np.float32(scale) if scale != 1.0 else out
+
+
+@pytest.mark.parametrize("mean_kind", ["image", "per channel", "scalar"])
+@pytest.mark.parametrize("scale", [1.0, 1 / 512])
+def test_to_network_input_takes_host_arrays_and_returns_the_backends(mean_kind, scale):
+    """uint8 NumPy images and a NumPy mean (an (S, S) image, a (3,) per-channel mean or a
+    scalar) give a float32 NumPy array on the numpy backend, equal to (gray - mean) * scale."""
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (3, 5, 5)).astype(np.uint8)
+    mean = {"image": rng.uniform(0, 255, (5, 5)), "per channel": np.array([101.5, 7.25, 200.0]),
+            "scalar": 99.5}[mean_kind]
+    out = to_network_input(gray, mean, scale)
+    assert type(out) is np.ndarray and out.dtype == np.float32 and out.shape == (3, 3, 5, 5)
+    np.testing.assert_array_equal(out, _network_input_by_hand(gray, mean, scale))
+    assert to_network_input(gray, mean, scale, dtype=np.float64).dtype == np.float64
+
+
+@pytest.mark.skipif(_import_cupy() is None, reason="CuPy with a CUDA GPU is not available: "
+                                                    "host-to-device input is not exercised")
+def test_to_network_input_moves_host_arrays_to_the_gpu_backend():
+    cp = _import_cupy()
+    rng = np.random.default_rng(4)
+    gray, mean = rng.integers(0, 256, (2, 6, 6)).astype(np.uint8), rng.uniform(0, 255, (6, 6))
+    expected = _network_input_by_hand(gray, mean, 1 / 512)
+    previous = backend_name()
+    try:
+        set_backend("cupy")
+        out = to_network_input(gray, mean, 1 / 512)
+        assert isinstance(out, cp.ndarray)
+        np.testing.assert_allclose(out.get(), expected, rtol=1e-6)
+        set_backend("numpy")   # a device array comes back to the host backend
+        out = to_network_input(cp.asarray(gray), cp.asarray(mean), 1 / 512)
+        assert type(out) is np.ndarray
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
+    finally:
+        set_backend(previous)
+
+
+def test_predict_proba_is_the_softmax_of_the_test_mode_logits():
+    net = AlexNet(3, input_size=67, widths=MINI, init="he", dtype=np.float64)
+    x = np.random.default_rng(5).standard_normal((4, 3, 67, 67))
+    z = net.forward(x, train=False).copy()
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(net.predict_proba(x), expected, rtol=1e-12)
