@@ -1,156 +1,225 @@
 #!/usr/bin/env python
 """Reproduce Aboutalib et al., Clin Cancer Res 2018, end to end.
 
-    python run.py --scenario malignant-vs-negative          # the demo, on synthetic data, CPU minutes
+    python run.py --scenario malignant-vs-negative          # the study (the demo preset, synthetic data)
+    python run.py --preset tiny                              # the whole pipeline in under a minute
     python run.py --scenario all --experiment all --preset paper --data ffdm=ffdm.csv ddsm=ddsm.csv \\
                   --pretrained bvlc_alexnet.h5               # the paper's grid on real data
-    python run.py predict runs/X/jobs/ffdm/malignant-vs-negative/tf0.05/main/model.h5 IMAGES... --out scores.csv
-                                                             # score new images (run.py predict --help)
-    python run.py explain RUN_DIR                            # where a finished run's models look (--help there)
+    python run.py predict MODEL.h5 IMAGES... --out scores.csv   # score new images with a trained model
+    python run.py explain RUN_DIR                            # where a finished run's models look
+    python run.py standin --out weights/standin_caffe_99.h5  # pretrain the offline stand-in for ImageNet
 
-Without --data, synthetic FFDM-like and DDSM-like cohorts are generated once and
-cached (see --cache-dir). The run writes results.json, predictions.csv, training
-logs, checkpoints, figures and report.md under --out and prints where they are.
+Without --data, synthetic FFDM-like and DDSM-like cohorts are generated once and cached (see
+--cache-dir). A run writes results.json, predictions.csv, training logs, the trained models,
+figures and report.md under --out and prints where they are. `python run.py SUBCOMMAND --help`
+describes each subcommand.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import fields
+from pathlib import Path
 
-from pipeline.cluster import add_cluster_arguments, cluster_arguments
-from pipeline.config import PAPER, PRESETS
-from pipeline.runner import RunRequest, run_command
-from pipeline.scenarios import SCENARIOS
-from pipeline.study import EXPERIMENTS
+import pipeline.predict
+from pipeline.cluster import JobsFailed, add_cluster_arguments, check_reachable, cluster_arguments
+from pipeline.config import PRESETS, positive_int, resolve_config, select_device, study_options
+from pipeline.console import resume_command, summary_lines
+from pipeline.errors import UserError
+from pipeline.explain import METHODS, TOLERANCE_PX, ExplainOptions, explain_finished_run
+from pipeline.predict import PredictOptions, predict_command
+from pipeline.standin import EPILOG as STANDIN_EPILOG
+from pipeline.standin import StandinConfig, check_config as check_standin, pretrain
+from pipeline.study import run_study
+from pipeline.train import TrainingDiverged
 
-# options that set the study's configuration (pipeline.config.StudyConfig's fields, plus "patients");
-# None means "the preset's value"
-CONFIG_OPTIONS = ("scenarios", "experiments", "test_fractions", "data", "pretrained", "cv", "iters",
-                  "pretrain_iters", "batch_size", "lr", "lr_step", "momentum", "weight_decay", "input_size",
-                  "augment_flip", "augment_shift", "input_scale", "new_layer_lr_mult", "warmup", "init", "variant", "widths", "seed",
-                  "patients", "difficulty", "grain_scale", "finding_scale", "fn_analysis", "n_boot", "checkpoint_every")
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is a UserError: printed by :func:`main` as one ``error:`` line."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
 
 
-def parse_args(argv=None):
-    demo = PRESETS["demo"]
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", dest="scenarios", nargs="+", default=["malignant-vs-negative"], metavar="NAME",
-                    help=f"one or more of {', '.join(SCENARIOS)}, or 'all' (default: malignant-vs-negative)")
-    ap.add_argument("--experiment", dest="experiments", nargs="+", default=["ffdm"], metavar="NAME",
-                    help=f"one or more of {', '.join(EXPERIMENTS)}, or 'all' (default: ffdm)")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                    help="demo (default): sized for a laptop CPU, from scratch, synthetic data; "
-                         "paper: the paper's hyperparameters, input 227, 6-fold CV and full cohort sizes")
-    ap.add_argument("--data", nargs="+", default=[], metavar="DATASET=PATH",
-                    help="ffdm=PATH and/or ddsm=PATH: a manifest CSV (built here and cached) or a dataset "
-                         "HDF5 from `python -m data_prep build`; default: the synthetic cohorts")
-    ap.add_argument("--pretrained", metavar="WEIGHTS.h5",
-                    help="converted ImageNet weights (python -m alexnet_np.convert ...; fine-tuned at lr "
-                         "0.001, fresh layers at 10x, as the paper's ImageNet-pretrained AlexNet), the "
-                         "stand-in of python -m pipeline.standin, or 'none' (from scratch); demo default: "
-                         "the committed stand-in weights/standin_caffe_99.h5 (not ImageNet)")
-    ap.add_argument("--new-layer-lr-mult", type=float, default=None, metavar="M",
-                    help="with --pretrained: the freshly drawn layers learn at M times the lr (Caffe's "
-                         "fine-tuning recipe: 10; the paper does not say)")
-    ap.add_argument("--warmup", type=int, default=None, metavar="ITERS",
-                    help="raise the lr linearly over this many first iterations (paper: none, 0)")
-    ap.add_argument("--test-fraction", dest="test_fractions", nargs="+", type=float, default=None, metavar="F",
-                    help="held-out test fraction(s) of patients (paper: 0.05; 0.10 and 0.15 for its "
-                         "robustness analysis)")
-    ap.add_argument("--cv", type=int, default=None,
-                    help=f"cross-validation folds inside the training set, 0 = off (paper: 6; "
-                         f"demo: {demo['cv']}, since CV multiplies the training cost by the fold count)")
-    ap.add_argument("--iters", type=int, default=None,
-                    help=f"SGD iterations per model (paper: not stated, paper preset "
-                         f"{PRESETS['paper']['iters']}; demo {demo['iters']})")
-    ap.add_argument("--pretrain-iters", type=int, default=None,
-                    help=f"iterations of the incremental experiment's DDSM stage "
-                         f"(paper preset {PRESETS['paper']['pretrain_iters']}; demo {demo['pretrain_iters']})")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help=f"minibatch size (paper: {PAPER['batch_size']}; demo {demo['batch_size']})")
-    ap.add_argument("--lr", type=float, default=None,
-                    help=f"base learning rate (paper: {PAPER['lr']}; demo {demo['lr']})")
-    ap.add_argument("--lr-step", type=int, default=None,
-                    help=f"divide the lr by 10 every this many iterations (paper: {PAPER['lr_step']}; "
-                         f"demo {demo['lr_step']})")
-    ap.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (paper: {PAPER['momentum']})")
-    ap.add_argument("--weight-decay", type=float, default=None,
-                    help=f"weight decay (paper: {PAPER['weight_decay']}; demo {demo['weight_decay']})")
-    ap.add_argument("--input-size", type=int, default=None,
-                    help=f"network input in pixels (paper: {PAPER['input_size']}; demo {demo['input_size']} "
-                         f"on a CPU, {demo['gpu_input_size']} on a GPU)")
-    ap.add_argument("--augment-flip", type=int, choices=(0, 1), default=None,
-                    help=f"1 = mirror a random half of each batch up-down (paper: none; demo: {int(demo['augment_flip'])})")
-    ap.add_argument("--augment-shift", type=int, default=None, metavar="PIXELS",
-                    help=f"random translations of up to this many pixels (paper: none; demo: "
-                         f"{demo['augment_shift']} at {demo['input_size']} px, {demo['gpu_augment_shift']} at "
-                         f"{demo['gpu_input_size']} px)")
-    ap.add_argument("--input-scale", type=float, default=None,
-                    help="multiply the mean-subtracted input by this (Caffe transform scale; paper/bvlc: 1, "
-                         f"demo: {demo['input_scale']:g} for He-initialized training from scratch)")
-    ap.add_argument("--init", choices=("caffe", "he"), default=None,
-                    help="weight initialization when training from scratch (paper preset: caffe, "
-                         "bvlc_alexnet's fillers; demo: he)")
-    ap.add_argument("--variant", choices=("caffe", "torchvision"), default="caffe",
-                    help="network: caffe = bvlc_alexnet as in the paper (default), or torchvision's AlexNet")
-    ap.add_argument("--widths", type=int, nargs=7, metavar="W",
-                    help="layer widths conv1..conv5 fc6 fc7 of a miniature AlexNet (smoke tests, teaching); "
-                         "default the variant's (96 256 384 384 256 4096 4096)")
-    ap.add_argument("--seed", type=int, default=0, help="seed for data generation, splits, init, order")
-    ap.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
-                    help="auto (default) uses a CUDA GPU through CuPy when one is available")
-    ap.add_argument("--out", help="output folder (default: runs/<timestamp>)")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out: finished models are reused, interrupted ones "
-                         "continue from their last checkpoint, whoever ran them (the run folder is the "
-                         "shared state); data changed since the run started are an error")
-    ap.add_argument("--patients", nargs="+", default=[], metavar="DATASET=N",
-                    help=f"synthetic cohort sizes, e.g. ffdm=1303 ddsm=2412 (paper sizes; demo "
-                         f"ffdm={demo['ffdm_patients']} ddsm={demo['ddsm_patients']})")
-    ap.add_argument("--difficulty", type=float, default=None,
-                    help=f"synthetic lesion subtlety, larger = harder: lesion contrast is divided by it "
-                         f"(generator default 1.0, paper preset 1.0; demo {demo['difficulty']})")
-    ap.add_argument("--grain-scale", type=float, default=None,
-                    help=f"synthetic calcification grains are drawn this many times their real size (generator "
-                         f"default 1, paper preset 1; demo {demo['grain_scale']:g})")
-    ap.add_argument("--finding-scale", type=float, default=None,
-                    help=f"synthetic findings are drawn magnified this many times, every length of them "
-                         f"(calcification grains: both scales) (generator default 1, paper preset 1; "
-                         f"demo {demo['finding_scale']:g})")
-    ap.add_argument("--fn-analysis", choices=("separate", "holdout", "off"), default=None,
-                    help="false-negative (interval cancer) analyses: separate = both of the paper's: retrain "
-                         "without the interval-cancer patients, and retrain with half of them, scoring the other "
-                         "half (two models, halves swapped; paper preset); holdout = hold them out of the main "
-                         "model (demo); off")
-    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the CIs (default 2000)")
-    ap.add_argument("--checkpoint-every", type=int, default=None, help="iterations between checkpoints")
-    ap.add_argument("--cache-dir", default="data_cache",
-                    help="where synthetic cohorts and built datasets are kept (default ./data_cache)")
-    ap.add_argument("--rebuild", action="store_true",
-                    help="build the datasets again (from the cached synthetic images or your manifest) even "
-                         "when a finished build with the same inputs is cached")
-    ap.add_argument("--workers", type=int, default=None, help="processes for data generation/building")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
+def _whole(minimum=1):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"got {text!r}, expected a whole number of at least {minimum}")
+        return value
+    return parse
+
+
+def _positive(text):
+    try:
+        return positive_int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _device_option(parser, what="runs"):
+    parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
+                        help=f"auto (default) {what} on a CUDA GPU through CuPy when one is available")
+
+
+def build_parser() -> Parser:
+    ap = Parser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.set_defaults(command=study_command)
+    study = ap.add_argument_group("the study (no subcommand); [paper: ...; demo: ...] are the presets' values")
+    study.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                       help="demo (default): a laptop CPU's minutes, fine-tuning the offline stand-in for ImageNet "
+                            "on synthetic data; tiny: a miniature network on a tiny cohort, under a minute (smoke "
+                            "test, teaching); paper: the paper's hyperparameters, input 227, 6-fold CV, full cohorts")
+    for name, opt, help_text in study_options():
+        study.add_argument(opt.flag or "--" + name.replace("_", "-"), dest=name, type=opt.type, nargs=opt.nargs,
+                           choices=opt.choices, metavar=opt.metavar, default=None, help=help_text)
+    _device_option(study)
+    study.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    study.add_argument("--resume", action="store_true",
+                       help="continue the run in --out: finished models are reused, interrupted ones continue from "
+                            "their last checkpoint, whoever ran them (the run folder is the shared state); data "
+                            "changed since the run started are an error")
+    study.add_argument("--cache-dir", default="data_cache",
+                       help="where synthetic cohorts and built datasets are kept (default ./data_cache)")
+    study.add_argument("--rebuild", action="store_true",
+                       help="build the datasets again (from the cached synthetic images or your manifest) even "
+                            "when a finished build with the same inputs is cached")
+    study.add_argument("--workers", type=_positive, default=None, help="processes for data generation/building")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in CI logs)")
     add_cluster_arguments(ap)
-    args = ap.parse_args(argv)
-    args.cluster, args.slurm = cluster_arguments(ap, args)
-    return args
+
+    sub = ap.add_subparsers(title="subcommands", metavar="SUBCOMMAND")
+    p = sub.add_parser("predict", help="score new images with a trained model.h5",
+                       description=pipeline.predict.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(command=predict_subcommand)
+    p.add_argument("model", metavar="MODEL.h5", help="a run's jobs/.../model.h5")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (DICOM, PNG, TIFF, PGM), folders (searched recursively) or manifest CSVs")
+    p.add_argument("--out", required=True, metavar="SCORES.csv",
+                   help="where to write the scores; <stem>.errors.csv, and with a manifest <stem>_breast.csv and "
+                        "<stem>_patient.csv, go next to it")
+    _device_option(p, "scores")
+    p.add_argument("--batch-size", type=_positive, default=50,
+                   help="images per forward pass (default 50); the training run's batch size reproduces its "
+                        "predictions bit for bit with --workers 1, another one to float32 rounding")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="processes that read and preprocess images while the network scores (default: every "
+                        "core this process may use)")
+    p.add_argument("--n-boot", type=_positive, default=2000,
+                   help="bootstrap replicates of the AUC's patient-level CI, with a manifest (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--explain", metavar="DIR",
+                   help="also write, per image, a PNG of its Grad-CAM map for the positive class over the "
+                        "preprocessed image, into DIR (named <row>_<file stem>_gradcam.png, row = the image's "
+                        "position in the inputs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("explain", help="attribution maps of a finished run's models, checked against the findings",
+                       description="Attribution maps and their checks for a finished run: writes explain.json, "
+                                   "explain_*.png and explain.md into RUN_DIR and prints the markdown section.")
+    e.set_defaults(command=explain_subcommand)
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder (results.json, jobs/...)")
+    e.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="NAME",
+                   help=f"attribution methods, any of {', '.join(METHODS)} (default: all)")
+    e.add_argument("--tolerance", type=float, default=TOLERANCE_PX, metavar="PX",
+                   help=f"pointing-game tolerance in original-image pixels (default {TOLERANCE_PX:g})")
+    e.add_argument("--steps", type=_positive, default=32, help="integrated-gradients steps (default 32)")
+    e.add_argument("--per-row", type=_positive, default=4, help="images per figure row (default 4)")
+    e.add_argument("--randomization-images", type=_positive, default=16,
+                   help="test images for the randomization check (default 16)")
+    e.add_argument("--cache-dir", default="data_cache", help="the run's --cache-dir (default ./data_cache)")
+    _device_option(e)
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("standin", help="pretrain the offline stand-in for ImageNet (FractalDB-style images)",
+                       description="Pretrain AlexNet (caffe variant) on formula-made images, an offline stand-in "
+                                   "for ImageNet, and write its conv layers for run.py --pretrained.",
+                       epilog=STANDIN_EPILOG)
+    s.set_defaults(command=standin_subcommand)
+    for f in fields(StandinConfig):
+        if "option" in f.metadata:
+            opt = f.metadata["option"]
+            s.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=opt.type, nargs=opt.nargs,
+                           metavar=opt.metavar, required=f.name == "out", default=None if f.name == "out" else f.default,
+                           help=opt.help + ("" if f.default is None or f.name == "out" else f" (default {f.default:g})"
+                                            if isinstance(f.default, float) else f" (default {f.default})"))
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["predict"]:  # python run.py predict MODEL.h5 INPUT... --out scores.csv
-        from pipeline.predict import main as predict_main
-        return predict_main(argv[1:])
-    if argv[:1] == ["explain"]:  # python run.py explain RUN_DIR: see pipeline/explain.py
-        from pipeline.explain import main as explain_main
-        return explain_main(argv[1:])
-    args = parse_args(argv)
-    overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+# ----------------------------------------------------------------------------- the commands
+def study_command(args, argv) -> int:
+    """The study: settings and inputs checked first (UserError before any work), then the run."""
+    if args.resume and not args.out:
+        raise UserError("--resume: expected --out FOLDER, the folder of the run to continue")
+    device = select_device(args.device)
+    overrides = {name: getattr(args, name) for name, _, _ in study_options()}
     overrides["progress"] = not args.no_progress
-    return run_command(RunRequest(preset=args.preset, overrides=overrides, device=args.device, out=args.out,
-                                  resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
-                                  rebuild=args.rebuild, cluster=args.cluster, slurm=args.slurm, argv=argv))
+    cfg = resolve_config(args.preset, overrides, device)
+    cluster = cluster_arguments(args)
+    check_reachable(cluster)
+    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        records, cohorts = run_study(cfg, out, resume=args.resume, cache_dir=args.cache_dir, workers=args.workers,
+                                     command="python run.py " + " ".join(argv), rebuild=args.rebuild,
+                                     cluster=cluster)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: {resume_command(argv, out)}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except JobsFailed as e:  # on a cluster: the other jobs ran to the end; --resume retries these
+        print(f"error: {e}\ncontinue with: {resume_command(argv, out)}", file=sys.stderr)
+        return 1
+    for line in summary_lines(out, records, cohorts):
+        print(line)
+    return 0
+
+
+def predict_subcommand(args, argv) -> int:
+    return predict_command(PredictOptions(model=args.model, inputs=args.inputs, out=args.out, device=args.device,
+                                          batch_size=args.batch_size, workers=args.workers, n_boot=args.n_boot,
+                                          seed=args.seed, explain=args.explain, progress=not args.no_progress))
+
+
+def explain_subcommand(args, argv) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise UserError(f"RUN_DIR {run_dir}: no results.json there; expected a finished run folder of run.py")
+    if args.tolerance < 0:
+        raise UserError(f"--tolerance: got {args.tolerance}, expected a number >= 0")
+    select_device(args.device)
+    opts = ExplainOptions(tuple(args.methods), args.tolerance, args.per_row, args.steps, args.randomization_images,
+                          not args.no_progress)
+    path = explain_finished_run(run_dir, args.cache_dir, opts)
+    print(path.read_text())
+    print(f"written: {run_dir / 'explain.json'}, {path}")
+    return 0
+
+
+def standin_subcommand(args, argv) -> int:
+    cfg = StandinConfig(**{f.name: getattr(args, f.name) for f in fields(StandinConfig) if "option" in f.metadata},
+                        progress=not args.no_progress)
+    check_standin(cfg)
+    pretrain(cfg)
+    return 0
+
+
+def main(argv=None) -> int:
+    """run.py's entry point: returns the exit status. Every user error, whichever subcommand found it,
+    is printed here as one line ``error: ...`` with status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.command(args, argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

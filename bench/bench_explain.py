@@ -1,4 +1,4 @@
-"""Cost of the attribution maps of pipeline/explain.py next to a training step, side by side.
+"""Cost of the attribution maps of pipeline/explain/methods.py next to a training step, side by side.
 
     python bench/bench_explain.py [--size 227] [--batch 50] [--repeats 3] [--device cpu|gpu]
 

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import data_prep  # noqa: E402
 from data_prep.preprocess import THRESHOLD_FRACTION  # noqa: E402
 from pipeline import modelfile  # noqa: E402
-from pipeline.predict import main as predict_main  # noqa: E402
-from pipeline.runner import environment  # noqa: E402
+import run  # noqa: E402
+from pipeline.provenance import environment  # noqa: E402
 
 FULL_SIZE = (4096, 3328)
 
@@ -103,7 +103,7 @@ def main(argv=None):
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
-                code = predict_main([str(out / "model.h5"), str(manifest), "--out", str(out / "scores.csv"),
+                code = run.main(["predict", str(out / "model.h5"), str(manifest), "--out", str(out / "scores.csv"),
                                      "--device", "cpu", "--workers", str(workers), "--no-progress", "--n-boot", "10"])
             walls.append(time.perf_counter() - t0)
             assert code == 0

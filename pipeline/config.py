@@ -18,23 +18,20 @@ the report.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from typing import Callable
 
-from alexnet_np import AlexNet, load_weights
+from alexnet_np import AlexNet, backend, load_weights
 from alexnet_np.weights import weights_info
 
+from .data import check_user_data
 from .errors import UserError
-from .data import DATASETS, check_user_data, needed_datasets
+from .experiments import DATASETS, EXPERIMENTS, needed_datasets
+from .pretrained import STANDIN_WEIGHTS, pretrained_input_scale, pretrained_new_layers, pretrained_origin
 from .scenarios import SCENARIOS
-from .study import EXPERIMENTS, pretrained_new_layers, pretrained_origin
 
 PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weight_decay": 0.001,
          "gamma": 0.1, "input_size": 227, "cv": 6, "test_fractions": [0.05],
          "ffdm_patients": 1303, "ddsm_patients": 2412}
-
-#: The offline stand-in for ImageNet (pipeline/standin.py), committed: the demo fine-tunes it as the
-#: paper fine-tuned ImageNet weights. Its conv layers fit the full-width caffe network at any input size.
-STANDIN_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "standin_caffe_99.h5"
 
 PRESETS = {
     "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
@@ -50,6 +47,12 @@ PRESETS = {
                  ddsm_patients=1000, difficulty=0.1, finding_scale=2.0, grain_scale=1.5, fn_analysis="holdout",
                  checkpoint_every=100, pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
 }
+# The whole pipeline in under a minute on a laptop (smoke tests, teaching): the demo's recipe on a
+# miniature network (no pretrained weights fit it) and a tiny cohort, at the same input size on a GPU.
+PRESETS["tiny"] = dict({k: v for k, v in PRESETS["demo"].items() if not k.startswith("gpu_")},
+                       pretrained=None, widths=[8, 12, 12, 12, 8, 16, 16], input_size=67, augment_shift=4,
+                       ffdm_patients=60, ddsm_patients=60, iters=60, pretrain_iters=30, lr_step=50,
+                       batch_size=8, checkpoint_every=20, warmup=10, n_boot=500)
 
 LABELS = {"batch_size": "batch size", "lr": "base learning rate", "lr_step": "lr step (iterations)",
           "momentum": "momentum", "weight_decay": "weight decay", "input_size": "input size (pixels)",
@@ -57,56 +60,141 @@ LABELS = {"batch_size": "batch size", "lr": "base learning rate", "lr_step": "lr
           "init": "initialization"}
 
 
+@dataclass(frozen=True)
+class Option:
+    """How a StudyConfig setting is given on run.py's command line (argparse's arguments); run.py
+    builds its study options from these, so the settings and the options cannot drift apart."""
+
+    help: str
+    flag: str = ""                    # default: --the-field-name
+    type: Callable | None = None
+    nargs: str | int | None = None
+    choices: tuple | None = None
+    metavar: str | None = None
+
+
+def _cli(help, **kw) -> dict:
+    return {"option": Option(help, **kw)}
+
+
 @dataclass
 class StudyConfig:
-    scenarios: list
-    experiments: list
-    test_fractions: list
+    """Every setting of a run. Fields with an :class:`Option` in their metadata are run.py's study
+    options (the value None there means "the preset's"); the others follow from the preset, the device
+    or another option."""
+
+    scenarios: list = field(metadata=_cli(
+        f"one or more of {', '.join(SCENARIOS)}, or 'all' (default: malignant-vs-negative)",
+        flag="--scenario", nargs="+", metavar="NAME"))
+    experiments: list = field(metadata=_cli(
+        f"one or more of {', '.join(EXPERIMENTS)}, or 'all' (default: ffdm)", flag="--experiment", nargs="+",
+        metavar="NAME"))
+    test_fractions: list = field(metadata=_cli(
+        "held-out test fraction(s) of patients (the paper: 0.05; 0.10 and 0.15 for its robustness analysis)",
+        flag="--test-fraction", nargs="+", type=float, metavar="F"))
     preset: str
-    iters: int
-    pretrain_iters: int
-    batch_size: int
-    lr: float
-    lr_step: int
-    momentum: float
-    weight_decay: float
+    iters: int = field(metadata=_cli("SGD iterations per model (the paper does not state its number)", type=int))
+    pretrain_iters: int = field(metadata=_cli("iterations of the incremental experiment's DDSM stage", type=int))
+    batch_size: int = field(metadata=_cli("minibatch size", type=int))
+    lr: float = field(metadata=_cli("base learning rate", type=float))
+    lr_step: int = field(metadata=_cli("divide the lr by 10 every this many iterations", type=int))
+    momentum: float = field(metadata=_cli("SGD momentum", type=float))
+    weight_decay: float = field(metadata=_cli("weight decay", type=float))
     gamma: float
-    input_size: int
-    init: str
-    cv: int
-    seed: int
+    input_size: int = field(metadata=_cli(
+        "network input in pixels (the demo uses the paper's 227 on a GPU)", type=int))
+    init: str = field(metadata=_cli(
+        "weight initialization when training from scratch: caffe = bvlc_alexnet's fillers, he = He et al.",
+        choices=("caffe", "he")))
+    cv: int = field(metadata=_cli(
+        "cross-validation folds inside the training set, 0 = off (CV multiplies the training cost by the "
+        "fold count)", type=int))
+    seed: int = field(metadata=_cli("seed for data generation, splits, initialization and order (default 0)",
+                                    type=int))
     device: str
-    fn_analysis: str
-    checkpoint_every: int
+    fn_analysis: str = field(metadata=_cli(
+        "false-negative (interval cancer) analyses: separate = both of the paper's: retrain without the "
+        "interval-cancer patients, and retrain with half of them, scoring the other half (two models, halves "
+        "swapped); holdout = hold them out of the main model; off", choices=("separate", "holdout", "off")))
+    checkpoint_every: int = field(metadata=_cli("iterations between checkpoints", type=int))
     ffdm_patients: int
     ddsm_patients: int
-    difficulty: float
-    grain_scale: float = 1.0
-    finding_scale: float = 1.0
-    input_scale: float = 1.0
-    augment_flip: bool = False
-    augment_shift: int = 0
-    widths: list | None = None
-    variant: str = "caffe"
+    difficulty: float = field(metadata=_cli(
+        "synthetic lesion subtlety, larger = harder: lesion contrast is divided by it (generator default 1)",
+        type=float))
+    grain_scale: float = field(default=1.0, metadata=_cli(
+        "synthetic calcification grains are drawn this many times their real size (generator default 1)",
+        type=float))
+    finding_scale: float = field(default=1.0, metadata=_cli(
+        "synthetic findings are drawn magnified this many times, every length of them (calcification grains: "
+        "both scales; generator default 1)", type=float))
+    input_scale: float = field(default=1.0, metadata=_cli(
+        "multiply the mean-subtracted input by this (Caffe's transform scale; bvlc_alexnet: 1; default: the "
+        "--pretrained file's own scale, else the preset's)", type=float))
+    augment_flip: bool = field(default=False, metadata=_cli(
+        "1 = mirror a random half of each batch up-down (the paper: none)", type=int, choices=(0, 1)))
+    augment_shift: int = field(default=0, metadata=_cli(
+        "random translations of up to this many pixels (the paper: none; the demo scales it with the input)",
+        type=int, metavar="PIXELS"))
+    widths: list | None = field(default=None, metadata=_cli(
+        "layer widths conv1..conv5 fc6 fc7 of a miniature AlexNet (smoke tests, teaching); default the "
+        "variant's (96 256 384 384 256 4096 4096)", type=int, nargs=7, metavar="W"))
+    variant: str = field(default="caffe", metadata=_cli(
+        "network: caffe = bvlc_alexnet as in the paper (default), or torchvision's AlexNet",
+        choices=("caffe", "torchvision")))
     dropout: float = 0.5
-    pretrained: str | None = None
-    new_layer_lr_mult: float = 10.0    # fine-tuning: the fresh layers' lr multiplier (Caffe's recipe: 10)
-    warmup: int = 0                    # iterations of linear lr warm-up (the paper: none)
-    data: dict = field(default_factory=dict)
-    n_boot: int = 2000
+    pretrained: str | None = field(default=None, metadata=_cli(
+        "converted ImageNet weights (python -m alexnet_np.convert ...; fine-tuned at lr 0.001, fresh layers at "
+        "10x, as the paper's ImageNet-pretrained AlexNet), the stand-in of `python run.py standin`, or 'none' "
+        "(from scratch)", metavar="WEIGHTS.h5"))
+    new_layer_lr_mult: float = field(default=10.0, metadata=_cli(
+        "with --pretrained: the freshly drawn layers learn at M times the lr (Caffe's fine-tuning recipe: 10; "
+        "the paper does not say)", type=float, metavar="M"))
+    warmup: int = field(default=0, metadata=_cli(
+        "raise the lr linearly over this many first iterations (the paper: none)", type=int, metavar="ITERS"))
+    data: dict = field(default_factory=dict, metadata=_cli(
+        "ffdm=PATH and/or ddsm=PATH: a manifest CSV (built here and cached) or a dataset HDF5 from "
+        "`python -m data_prep build`; default: the synthetic cohorts", nargs="+", metavar="DATASET=PATH"))
+    n_boot: int = field(default=2000, metadata=_cli("bootstrap replicates for the CIs (default 2000)", type=int))
     progress: bool = True
 
     def to_dict(self):
         return asdict(self)
 
 
-# the option each setting comes from, for error messages
-OPTION = {"scenarios": "--scenario", "experiments": "--experiment", "test_fractions": "--test-fraction",
-          "data": "--data", "ffdm_patients": "--patients", "ddsm_patients": "--patients"}
+#: --patients sets ffdm_patients and ddsm_patients together.
+PATIENTS_OPTION = Option("synthetic cohort sizes, e.g. ffdm=1303 ddsm=2412", flag="--patients", nargs="+",
+                         metavar="DATASET=N")
 
 
-def _option(name):
-    return OPTION.get(name, "--" + name.replace("_", "-"))
+def option_flag(name: str) -> str:
+    """The command-line option of a setting, for messages: its Option's flag, else --the-name."""
+    if name in ("ffdm_patients", "ddsm_patients", "patients"):
+        return PATIENTS_OPTION.flag
+    for f in fields(StudyConfig):
+        if f.name == name and "option" in f.metadata and f.metadata["option"].flag:
+            return f.metadata["option"].flag
+    return "--" + name.replace("_", "-")
+
+
+def _preset_values(name: str) -> str:
+    def show(v):
+        return " ".join(map(str, v)) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
+    keys = {"patients": ("ffdm_patients", "ddsm_patients")}.get(name, (name,))
+    parts = []
+    for preset in ("paper", "demo"):
+        values = [f"{k.split('_')[0]}={PRESETS[preset][k]}" if name == "patients" else show(PRESETS[preset][k])
+                  for k in keys if k in PRESETS[preset]]
+        if values:
+            parts.append(f"{preset}: {' '.join(values)}")
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
+def study_options() -> list[tuple[str, Option, str]]:
+    """run.py's study options: (setting name, Option, help with the presets' values appended)."""
+    out = [(f.name, f.metadata["option"], f.metadata["option"].help + _preset_values(f.name))
+           for f in fields(StudyConfig) if "option" in f.metadata]
+    return out + [("patients", PATIENTS_OPTION, PATIENTS_OPTION.help + _preset_values("patients"))]
 
 
 def _pairs(items, option):
@@ -127,16 +215,6 @@ def _names(values, allowed, option):
     if bad:
         raise UserError(f"{option} {' '.join(bad)}: expected one or more of {', '.join(allowed)}, or 'all'")
     return list(dict.fromkeys(values))
-
-
-def _pretrained_input_scale(path) -> float:
-    """The input scale pretrained weights were trained with: their ``input_scale`` attribute (the
-    stand-in records it), else 1 (converted ImageNet weights take 0-255 units). An unreadable file
-    gives 1 here; check_inputs reports it."""
-    try:
-        return float(weights_info(path).get("input_scale", 1.0))
-    except (OSError, ValueError, KeyError):
-        return 1.0
 
 
 def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
@@ -164,12 +242,12 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     unknown = set(overrides) - {f.name for f in fields(StudyConfig)} - {"patients"}
     if unknown:
         raise ValueError(f"resolve_config: no such settings {sorted(unknown)}")  # a caller's bug
-    patients = {k: _positive_int(v, "--patients", k) for k, v in _pairs(overrides.pop("patients", []), "--patients").items()}
+    patients = _patients(overrides.pop("patients", []))
     values.update({f"{name}_patients": n for name, n in patients.items()})
     if str(overrides.get("pretrained", "")).lower() == "none":
         overrides["pretrained"] = None   # --pretrained none: from scratch
     elif overrides.get("pretrained") and "input_scale" not in overrides:
-        values["input_scale"] = _pretrained_input_scale(overrides["pretrained"])
+        values["input_scale"] = pretrained_input_scale(overrides["pretrained"])
         if preset == "demo" and values["input_scale"] != PRESETS["demo"]["input_scale"]:
             # the demo's lr, decay and fresh-layer multiplier suit its 1/512 inputs; weights in other
             # units (ImageNet's 0-255) get Caffe's fine-tuning recipe at the paper's settings
@@ -188,21 +266,33 @@ def resolve_config(preset: str, overrides: dict, device: str) -> StudyConfig:
     return cfg
 
 
-def _positive_int(text, option, name):
+def positive_int(text) -> int:
+    """A whole number >= 1 written as ``text``; ValueError (saying what was expected) otherwise."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise UserError(f"{option} {name}={text}: expected a whole number of patients >= 1")
+        raise ValueError(f"got {text!r}, expected a whole number of at least 1")
     return value
+
+
+def _patients(items) -> dict:
+    """``--patients ffdm=N ddsm=N`` -> {"ffdm": N, "ddsm": N}."""
+    out = {}
+    for name, text in _pairs(items, "--patients").items():
+        try:
+            out[name] = positive_int(text)
+        except ValueError:
+            raise UserError(f"--patients {name}={text}: expected a whole number of patients >= 1") from None
+    return out
 
 
 def check_config(cfg: StudyConfig):
     """Every setting within what the study can run, before any data are generated or trained on."""
     def need(ok, name, value, expected):
         if not ok:
-            raise UserError(f"{_option(name)} {value}: expected {expected}")
+            raise UserError(f"{option_flag(name)} {value}: expected {expected}")
 
     for f in cfg.test_fractions:
         need(0 < f < 1, "test_fractions", f, "a fraction of the patients strictly between 0 and 1, e.g. 0.05")
@@ -319,3 +409,12 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if cfg.variant != "caffe":
         out.append(f"network variant {cfg.variant} (paper: Caffe's bvlc_alexnet)")
     return out
+
+
+def select_device(choice: str) -> str:
+    """Point alexnet_np at the device (--device cpu, gpu or auto); returns "cpu" or "gpu"."""
+    try:
+        backend.set_backend({"cpu": "numpy", "gpu": "cupy", "auto": "auto"}[choice])
+    except RuntimeError as e:
+        raise UserError(f"--device {choice}: {e}") from None
+    return "gpu" if backend.backend_name() == "cupy" else "cpu"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,15 +21,7 @@ import numpy as np
 
 import data_prep
 
-DATASETS = ("ffdm", "ddsm")
-
-
-def needed_datasets(experiments):
-    """Which datasets the experiments read: ddsm-only needs DDSM, ffdm-only FFDM, the others both."""
-    need = set()
-    for e in experiments:
-        need |= {"ffdm"} if e == "ffdm" else {"ddsm"} if e == "ddsm" else {"ffdm", "ddsm"}
-    return [d for d in DATASETS if d in need]
+from .experiments import needed_datasets
 
 
 @dataclass
@@ -104,7 +98,7 @@ def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, c
     return data_prep.build_dataset(manifest, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
 
 
-def _built_attrs(path) -> dict:
+def built_attrs(path) -> dict:
     """A built dataset's root attributes ({} when the file is not HDF5), read without its images."""
     try:
         with h5py.File(path, "r") as f:
@@ -123,7 +117,7 @@ def check_user_data(name, path, size):
                          "`python -m data_prep build`")
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
-        built = _built_attrs(path)
+        built = built_attrs(path)
         if built.get("format_name") is None:
             raise ValueError(f"{where}: expected a dataset from `python -m data_prep build`, got an HDF5 file "
                              "without its format_name attribute")
@@ -188,6 +182,29 @@ class CohortAttrition:
     def too_many_skipped(self) -> bool:
         return self.skipped_share > SKIPPED_WARN_SHARE
 
+    def lines(self) -> list[str]:
+        """The console's account of the dataset: manifest, read, skipped by reason, used by class."""
+        if self.n_manifest is None:
+            return [f"  {self.dataset}: {self.n_read} images ({_counts(self.read_by_label)}); the build recorded no "
+                    "skipped images count (built by an older data_prep)"]
+        lines = [f"  {self.dataset}: {self.n_manifest} images in the manifest, {self.n_read} read "
+                 f"({_counts(self.read_by_label)}), {self.n_skipped} skipped"
+                 + (f" ({_counts(self.skipped_by_reason)}; by class: {_counts(self.skipped_by_label)}; list: "
+                    f"{self.errors_report})" if self.n_skipped else "")]
+        if self.too_many_skipped:
+            lines.append(self.warning())
+        return lines
+
+    def warning(self) -> str:
+        """The loud line of a dataset that lost more than :data:`SKIPPED_WARN_SHARE` of its images."""
+        return (f"WARNING: {self.dataset}: {self.n_skipped} of {self.n_manifest} images ({100 * self.skipped_share:.1f}%, "
+                f"more than {100 * SKIPPED_WARN_SHARE:g}%) could not be used; the study runs on the rest. "
+                f"Reasons: {self.errors_report}")
+
+
+def _counts(by_label: dict) -> str:
+    return ", ".join(f"{label} {n}" for label, n in by_label.items())
+
 
 def attrition(ds: ImageSet, origin: str, built_file) -> CohortAttrition:
     """Read a loaded dataset's build attributes (data_prep.build_dataset's counts) into a record."""
@@ -221,3 +238,64 @@ def split_holdout(ds: ImageSet, test_fraction: float, seed: int):
 def training_mean(ds: ImageSet, indices) -> np.ndarray:
     """The paper's "mean subtracting": per-pixel mean image of the training images (float32)."""
     return data_prep.compute_mean(ds.images, indices).astype(np.float32)
+
+
+def prepare_datasets(cfg, cache_dir, workers=None, rebuild=False, log=print):
+    """Load (building or generating first where needed) every dataset the experiments of ``cfg``
+    (a StudyConfig) use. Returns ({name: ImageSet}, [CohortAttrition]); ``rebuild`` builds them again."""
+    out, cohorts = {}, []
+    for name in needed_datasets(cfg.experiments):
+        t0 = time.perf_counter()
+        if name in cfg.data:
+            origin = f"your data: --data {name}={cfg.data[name]}"
+            path = user_dataset(name, cfg.data[name], size=cfg.input_size, cache_dir=cache_dir,
+                                workers=workers, progress=cfg.progress, rebuild=rebuild)
+        else:
+            n = cfg.ffdm_patients if name == "ffdm" else cfg.ddsm_patients
+            origin = (f"synthetic {name.upper()}-like cohort from data_prep's generator ({n} patients, seed {cfg.seed}, "
+                      f"difficulty {cfg.difficulty:g}"
+                      + (f", findings drawn x{cfg.finding_scale:g}" if cfg.finding_scale != 1 else "")
+                      + (f", calcification grains x{cfg.grain_scale:g}" if cfg.grain_scale != 1 else "") + ")")
+            log(f"{origin}, cached in {cache_dir}")
+            path = synthetic_dataset(name, n_patients=n, seed=cfg.seed, difficulty=cfg.difficulty,
+                                     grain_scale=cfg.grain_scale, finding_scale=cfg.finding_scale, image_size=None,
+                                     size=cfg.input_size, cache_dir=cache_dir, workers=workers,
+                                     progress=cfg.progress, rebuild=rebuild)
+        out[name] = ImageSet.load(name, path)
+        cohorts.append(attrition(out[name], origin, path))
+        log(f"  {name}: {cfg.input_size}x{cfg.input_size} images from {path} [{time.perf_counter() - t0:.0f} s]")
+        for line in cohorts[-1].lines():
+            log(line)
+    return out, cohorts
+
+
+#: Image sets this process has loaded, for one set of dataset files: a Dask worker loads each dataset
+#: once, not once per job, and the client's sequential jobs use the datasets it loaded itself.
+_LOADED: dict = {"files": None, "sets": {}}
+
+
+def _files_id(files: dict) -> tuple:
+    """The dataset files as they are now (path, size, modification time): a rebuilt file is another one."""
+    out = []
+    for name, path in sorted(files.items()):
+        st = os.stat(path)
+        out.append((name, str(Path(path).resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def remember_datasets(files: dict, datasets: dict):
+    """Let this process's jobs use ``datasets`` (already loaded from ``files``) instead of reading them again."""
+    _LOADED["files"], _LOADED["sets"] = _files_id(files), dict(datasets)
+
+
+def image_set(name: str, files: dict) -> ImageSet:
+    """The ImageSet ``name`` ("ffdm", "ddsm", or "combined": the two stacked) from the built ``files``
+    ({dataset: HDF5 path}), loaded once per process."""
+    ident = _files_id(files)
+    if _LOADED["files"] != ident:
+        _LOADED["files"], _LOADED["sets"] = ident, {}
+    sets = _LOADED["sets"]
+    if name not in sets:
+        sets[name] = (ImageSet.concat("combined", [image_set(p, files) for p in ("ffdm", "ddsm")])
+                      if name == "combined" else ImageSet.load(name, files[name]))
+    return sets[name]

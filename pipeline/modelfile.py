@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,8 @@ from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import write_weights
 from data_prep.fileio import atomic_output
 
+from .errors import UserError
+from .provenance import environment, git_version
 from .scenarios import MALIGNANT
 from .train import predict
 
@@ -59,7 +60,7 @@ FORMAT = "alexnet_np-model"
 FORMAT_VERSION = 1
 
 
-class ModelFileError(Exception):
+class ModelFileError(UserError):
     """A model file is missing, damaged, of another kind or of an unsupported format version."""
 
 
@@ -105,31 +106,6 @@ class ModelCard:
 
 
 # ------------------------------------------------------------------ making a card for a study job
-def git_version() -> tuple[str, str]:
-    """(commit, dirty) of the checkout this code runs from; ("unknown", "unknown") outside one.
-
-    Dirty means tracked files differ from the commit; untracked files (runs/, data caches) do not
-    count. The checkout must be this package's own: an installed copy inside some other repository
-    would otherwise report that repository's commit.
-    """
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
-
-    try:
-        top = git("rev-parse", "--show-toplevel")
-        if top.returncode or Path(top.stdout.strip()).resolve() != root:
-            return "unknown", "unknown"
-        commit = git("rev-parse", "HEAD").stdout.strip()
-        status = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", "unknown"
-    if not commit or status.returncode:
-        return "unknown", "unknown"
-    return commit, "yes" if status.stdout.strip() else "no"
-
-
 def _dataset_parts(data):
     """{dataset name: its build attributes}; the combined experiment's ImageSet nests one per part."""
     attrs = data.attrs
@@ -159,7 +135,6 @@ def job_card(cfg, job, net, mean) -> ModelCard:
     The preprocessing is the first dataset's; every dataset's own parameters stay in
     ``training_data`` (the combined experiment's two datasets are built alike by run.py).
     """
-    from .runner import environment  # runner imports study, which imports this module
     scenario = job.scenario
     parts = _dataset_parts(job.data)
     datasets = {name: {"fingerprint": a.get("fingerprint", "unknown"), "manifest_path": a.get("manifest_path", ""),
@@ -213,6 +188,10 @@ def _text(value):
 def read_card(path) -> ModelCard:
     """The :class:`ModelCard` of a model file, without building the network; raises :class:`ModelFileError`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        found = sorted(str(p) for p in Path(path).glob("jobs/**/main/model.h5"))
+        hint = f", e.g. {found[0]}" + (f" (one of {len(found)} in this run)" if len(found) > 1 else "") if found else ""
+        raise ModelFileError(f"model file {path} is a folder; expected a model.h5 file from a run's jobs/ folder{hint}")
     if not os.path.isfile(path):
         raise ModelFileError(f"model file {path} does not exist (expected a model.h5 from a run's jobs/ folder)")
     try:
@@ -249,16 +228,10 @@ def read_card(path) -> ModelCard:
             raise ModelFileError(f"{path} is a damaged model file: {type(e).__name__}: {e}") from None
 
 
-def load_model(path, device=None):
-    """Rebuild the network of a model file; returns (net, card). Raises :class:`ModelFileError`.
-
-    ``device``: "cpu", "gpu" or "auto" selects the array backend first (alexnet_np.set_backend);
-    None keeps the current one.
-    """
+def load_model(path):
+    """Rebuild the network of a model file on the current array backend; returns (net, card).
+    Raises :class:`ModelFileError` (missing, damaged, foreign, non-finite weights)."""
     card = read_card(path)
-    if device is not None:
-        from alexnet_np import set_backend
-        set_backend(device)
     try:
         net = AlexNet(card.num_classes, variant=card.variant, input_size=card.input_size,
                       widths=card.widths, seed=card.seed)
@@ -267,6 +240,10 @@ def load_model(path, device=None):
         raise ModelFileError(f"{os.fspath(path)}: its weights do not match its card: {e}") from None
     if card.mean.ndim == 2 and card.mean.shape != (card.input_size,) * 2:
         raise ModelFileError(f"{os.fspath(path)} is damaged: mean image {card.mean.shape}, input size {card.input_size}")
+    bad = [name for name, p in net.params.items() if not bool(net.xp.isfinite(p).all())]
+    if bad or not np.isfinite(card.mean).all():
+        raise ModelFileError(f"{os.fspath(path)} is damaged: non-finite (NaN or inf) values in "
+                             f"{', '.join(bad) if bad else 'its input mean'}; expected a model whose training finished")
     return net, card
 
 

@@ -18,9 +18,9 @@ image-level AUC with its DeLong and patient-level bootstrap 95% CIs.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,11 @@ from data_prep.fileio import write_csv_atomic
 from data_prep.parallel import default_workers, parallel_map
 
 from . import evaluate
+from .config import select_device
+from .errors import UserError
+from .evaluate import Predictions
 from .explain import explain_images
-from .modelfile import ModelFileError, read_card, load_model, score
-
-
-class UsageError(Exception):
-    """Bad command-line input: main prints it as one ``error:`` line and exits with status 2."""
+from .modelfile import load_model, read_card, score
 
 
 @dataclass
@@ -71,7 +70,7 @@ class ScoredBatch:
 def collect_inputs(inputs) -> tuple[list[InputImage], bool]:
     """Expand files, folders and manifests into images (first mention wins); returns (images, any manifest).
 
-    Raises UsageError for a missing input, a folder without images or a bad manifest.
+    Raises UserError for a missing input, a folder without images or a bad manifest.
     """
     images, from_manifest, seen = [], False, set()
     for raw in inputs:
@@ -79,20 +78,20 @@ def collect_inputs(inputs) -> tuple[list[InputImage], bool]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
-                raise UsageError(f"input {raw}: no {'/'.join(IMAGE_SUFFIXES)} files in this folder or below it")
+                raise UserError(f"input {raw}: no {'/'.join(IMAGE_SUFFIXES)} files in this folder or below it")
             items = [InputImage(str(p.resolve())) for p in found]
         elif path.is_file() and path.suffix.lower() == ".csv":
             try:
                 rows = data_prep.read_manifest(path)
             except data_prep.ManifestError as e:
                 more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
-                raise UsageError(f"manifest {raw}: {e.problems[0]}{more}") from None
+                raise UserError(f"manifest {raw}: {e.problems[0]}{more}") from None
             items = [InputImage(r["path"], r["patient_id"], r["laterality"], r["view"], r["label"]) for r in rows]
             from_manifest = True
         elif path.is_file():
             items = [InputImage(str(path.resolve()))]
         else:
-            raise UsageError(f"input {raw}: no such file or folder (expected an image, a folder or a manifest .csv)")
+            raise UserError(f"input {raw}: no such file or folder (expected an image, a folder or a manifest .csv)")
         for item in items:
             if item.path not in seen:
                 seen.add(item.path)
@@ -238,93 +237,89 @@ def auc_summary(card, images, proba_by_image, n_boot=2000, seed=0) -> str:
     patients = np.asarray([images[i].patient_id for i in keep])
     head = f"AUC over {len(keep)} images of {len(np.unique(patients))} patients{note}: "
     if card.num_classes > 2:
-        return head + f"{evaluate.scenario_auc(y, proba):.3f} (mean of the pairwise AUCs; no CI)"
+        auc = evaluate.scenario_auc(Predictions(np.asarray(keep), y, proba))
+        return head + f"{auc:.3f} (mean of the pairwise AUCs; no CI)"
     m = evaluate.binary_metrics(y, proba[:, card.positive_class], patients, n_boot, seed)
     (d_lo, d_hi), (p_lo, p_hi) = m.ci95_delong, m.ci95_bootstrap_patient
     return head + (f"{m.auc:.3f} (DeLong 95% CI {d_lo:.3f}-{d_hi:.3f}; patient-level bootstrap 95% CI "
                    f"{p_lo:.3f}-{p_hi:.3f}, {n_boot} replicates)")
 
 
-# ------------------------------------------------------------------ command line
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one "error:" line instead of argparse's usage + error
-        raise UsageError(message)
+# ------------------------------------------------------------------ the command
+@dataclass
+class PredictOptions:
+    """What ``python run.py predict`` is asked for (its options, checked by run.py's parser)."""
+
+    model: str
+    inputs: list
+    out: str
+    device: str = "auto"
+    batch_size: int = 50
+    workers: int | None = None
+    n_boot: int = 2000
+    seed: int = 0
+    explain: str | None = None
+    progress: bool = True
 
 
-def _positive_int(text):
+def _check_writable(path: Path, option: str):
+    """The folder of an output file exists (or can be made), is a folder and takes a new file."""
+    folder = path.parent
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"{option} {path}: {p} is a file, not a folder; expected a path whose folders "
+                                "are folders")
+            break
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {text!r}, expected a whole number of at least 1")
-    return value
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise UserError(f"{option} {path}: cannot write into {folder} ({e.strerror or e}); expected a writable "
+                        "folder") from None
 
 
-def parse_args(argv):
-    ap = _Parser(prog="run.py predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", metavar="MODEL.h5", help="a run's jobs/.../model.h5")
-    ap.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help="image files (DICOM, PNG, TIFF, PGM), folders (searched recursively) or manifest CSVs")
-    ap.add_argument("--out", required=True, metavar="SCORES.csv",
-                    help="where to write the scores; <stem>.errors.csv, and with a manifest <stem>_breast.csv and "
-                         "<stem>_patient.csv, go next to it")
-    ap.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
-                    help="auto (default) scores on a CUDA GPU through CuPy when one is available")
-    ap.add_argument("--batch-size", type=_positive_int, default=50,
-                    help="images per forward pass (default 50); the training run's batch size reproduces its "
-                         "predictions bit for bit with --workers 1, another one to float32 rounding")
-    ap.add_argument("--workers", type=_positive_int, default=None,
-                    help="processes that read and preprocess images while the network scores "
-                         "(default: every core this process may use)")
-    ap.add_argument("--n-boot", type=_positive_int, default=2000,
-                    help="bootstrap replicates of the AUC's patient-level CI, with a manifest (default 2000)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    ap.add_argument("--explain", metavar="DIR",
-                    help="also write, per image, a PNG of its Grad-CAM map for the positive class over the "
-                         "preprocessed image, into DIR (named <row>_<file stem>_gradcam.png, row = the image's "
-                         "position in the inputs)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return ap.parse_args(argv)
-
-
-def check_args(args):
-    """Everything that can be checked before reading a single image; returns (card, images, from_manifest, paths)."""
-    card = read_card(args.model)
-    images, from_manifest = collect_inputs(args.inputs)
-    paths = output_paths(args.out)
-    if Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out} is a folder; expected a .csv file name")
-    if args.explain and Path(args.explain).exists() and not Path(args.explain).is_dir():
-        raise UsageError(f"--explain {args.explain} is a file; expected a folder for the overlay PNGs")
-    taken = {os.path.realpath(p) for p in [args.model, *args.inputs, *(item.path for item in images)]}
+def check_request(opts: PredictOptions):
+    """Everything that can be checked before reading a single image; returns (card, images,
+    from_manifest, paths). Raises UserError (the model file, an input, an output path)."""
+    card = read_card(opts.model)
+    images, from_manifest = collect_inputs(opts.inputs)
+    paths = output_paths(opts.out)
+    if Path(opts.out).is_dir():
+        raise UserError(f"--out {opts.out} is a folder; expected a .csv file name")
+    if opts.explain and Path(opts.explain).exists() and not Path(opts.explain).is_dir():
+        raise UserError(f"--explain {opts.explain} is a file; expected a folder for the overlay PNGs")
+    taken = {os.path.realpath(p) for p in [opts.model, *opts.inputs, *(item.path for item in images)]}
     for name, path in paths.items():
         if os.path.realpath(path) in taken:
-            raise UsageError(f"--out {args.out}: the {name} file {path} would overwrite an input")
+            raise UserError(f"--out {opts.out}: the {name} file {path} would overwrite an input")
+    _check_writable(Path(opts.out), "--out")
+    if opts.explain:
+        _check_writable(Path(opts.explain) / "overlay.png", "--explain")
     return card, images, from_manifest, paths
 
 
-def main(argv=None):
-    """``run.py predict``: returns the exit status (0 done, 1 no image could be scored, 2 bad arguments)."""
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        card, images, from_manifest, paths = check_args(args)
-        net, card = load_model(args.model, device=args.device)
-    except (UsageError, ModelFileError, RuntimeError) as e:  # RuntimeError: --device gpu without CuPy
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    workers = args.workers or default_workers()
-    print(f"model {args.model}: {card.scenario} ({', '.join(card.class_names)}), score = {card.score_name}; "
-          f"{len(images)} images, preprocessed to {card.preprocessing.size} px ({card.preprocessing.equalize} "
-          f"equalization, {card.preprocessing.aspect}); backend {backend.backend_name()}, {workers} reading workers")
+def predict_command(opts: PredictOptions, log=print) -> int:
+    """``run.py predict``: returns the exit status (0 done, 1 no image could be scored); bad input
+    raises UserError before any image is read."""
+    card, images, from_manifest, paths = check_request(opts)
+    select_device(opts.device)
+    net, card = load_model(opts.model)
+    workers = opts.workers or default_workers()
+    log(f"model {opts.model}: {card.scenario} ({', '.join(card.class_names)}), score = {card.score_name}; "
+        f"{len(images)} images, preprocessed to {card.preprocessing.size} px ({card.preprocessing.equalize} "
+        f"equalization, {card.preprocessing.aspect}); backend {backend.backend_name()}, {workers} reading workers")
+    for stale in (paths["breast"], paths["patient"]):  # a previous run's tables must not pass for this one's
+        stale.unlink(missing_ok=True)
     errors, proba_by_image = [], {}
-    for batch in scored_batches(net, card, images, args.batch_size, workers, not args.no_progress, errors):
+    for batch in scored_batches(net, card, images, opts.batch_size, workers, opts.progress, errors):
         for i, p, lat, view in zip(batch.index, batch.proba, batch.laterality, batch.view):
             images[i].laterality, images[i].view = lat, view
             proba_by_image[int(i)] = p
-        if args.explain:
-            x = to_network_input(net.xp.asarray(batch.gray), net.xp.asarray(card.mean), card.input_scale)
-            explain_images(net, x, card.positive_class, "gradcam", args.explain, gray=batch.gray,
+        if opts.explain:
+            x = to_network_input(batch.gray, card.mean, card.input_scale)
+            explain_images(net, x, card.positive_class, "gradcam", opts.explain, gray=batch.gray,
                            names=[f"{i:05d}_{Path(images[i].path).stem}" for i in batch.index])
     errors.sort()
     write_csv_atomic(paths["errors"], ("image_path", "reason"), [(images[i].path, reason) for i, reason in errors])
@@ -332,11 +327,11 @@ def main(argv=None):
         print(f"error: none of the {len(images)} images could be read; reasons in {paths['errors']}", file=sys.stderr)
         return 1
     write_tables(paths, card, images, proba_by_image, from_manifest)
-    print(f"scored {len(proba_by_image)} images; {len(errors)} unreadable"
-          + (f" (reasons in {paths['errors']})" if errors else ""))
+    log(f"scored {len(proba_by_image)} images; {len(errors)} unreadable"
+        + (f" (reasons in {paths['errors']})" if errors else ""))
     if from_manifest:
-        print(auc_summary(card, images, proba_by_image, args.n_boot, args.seed))
+        log(auc_summary(card, images, proba_by_image, opts.n_boot, opts.seed))
     written = [paths["scores"]] + ([paths["breast"], paths["patient"]] if from_manifest else [])
-    print("wrote " + ", ".join(str(p) for p in written)
-          + (f", and {len(proba_by_image)} Grad-CAM overlays in {args.explain}" if args.explain else ""))
+    log("wrote " + ", ".join(str(p) for p in written)
+        + (f", and {len(proba_by_image)} Grad-CAM overlays in {opts.explain}" if opts.explain else ""))
     return 0

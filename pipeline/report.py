@@ -22,9 +22,10 @@ from data_prep.fileio import atomic_output  # noqa: E402
 
 from .config import deviations  # noqa: E402
 from .data import SKIPPED_WARN_SHARE  # noqa: E402
+from .experiments import EXPERIMENTS  # noqa: E402
+from .explain import TOLERANCE_PX, markdown as explain_markdown  # noqa: E402
 from .scenarios import SCENARIOS  # noqa: E402
-from .study import EXPERIMENTS  # noqa: E402
-from .train import _read_log  # noqa: E402
+from .train import read_log  # noqa: E402
 
 PAPER = json.loads((Path(__file__).with_name("paper_results.json")).read_text())
 EXPERIMENT_TITLES = {"ffdm": "FFDM only (Fig. 1)", "ddsm": "DDSM only (Fig. 2)",
@@ -204,7 +205,7 @@ def training_figure(out, records, experiment, k):
                              sharex=True, layout="constrained")
     for row, scen in zip(axes, scenarios):
         for rec in (r for r in recs if r.scenario == scen):
-            rows = _read_log(out / "jobs" / rec.job / "train_log.csv")
+            rows = read_log(out / "jobs" / rec.job / "train_log.csv")
             if not rows:
                 continue
             color = f"C{fracs.index(rec.test_fraction)}"
@@ -574,9 +575,11 @@ def section_kernels(env):
         [f"- {line}" for line in used.summary().splitlines()] + [""]
 
 
-def write_report(out, cfg, records, cohorts, env, timings, command, provenance=None, explain=None):
+def write_report(out, cfg, records, cohorts, env, timings, command, provenance=None, explanations=None,
+                 explain_note="", tolerance_px=TOLERANCE_PX):
     """Write figures and report.md under ``out``, one section after the other; returns report.md's path.
-    ``explain``: the markdown lines of pipeline.explain's section (Grad-CAM figures and pointing game)."""
+    ``explanations``: pipeline.explain's records of the run's models (Grad-CAM figures, pointing game),
+    shown with ``explain_note`` after the section's heading."""
     out = Path(out)
     (out / "figures").mkdir(exist_ok=True)
     first_tf = cfg.test_fractions[0]
@@ -590,7 +593,8 @@ def write_report(out, cfg, records, cohorts, env, timings, command, provenance=N
     lines += section_operating_point(records)
     lines += section_false_negatives(records)
     lines += section_training(out, cfg, records)
-    lines += (explain or []) + [""]  # pipeline.explain's section: where the models look, measured
+    if explanations:
+        lines += explain_markdown(explanations, tolerance_px, explain_note) + [""]
     lines += section_files()
     lines += section_environment(cfg, env, timings, records)
     lines += section_provenance(provenance)

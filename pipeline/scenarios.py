@@ -27,8 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LABEL_NAMES = ("negative", "recalled_benign", "malignant")
-NEGATIVE, BENIGN, MALIGNANT = 0, 1, 2
+from data_prep import LABEL_CODES, LABELS
+
+from .errors import UserError
+
+#: data_prep's label names, in code order (0 negative, 1 recalled_benign, 2 malignant)
+LABEL_NAMES = LABELS
+NEGATIVE, BENIGN, MALIGNANT = (LABEL_CODES[name] for name in ("negative", "recalled_benign", "malignant"))
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def scenario_labels(scenario: Scenario, labels):
     return out
 
 
-class ScenarioDataError(ValueError):
+class ScenarioDataError(UserError):
     """The images cannot supply one of a scenario's classes (e.g. a user's data set without malignant
     images, or a test side without them): a problem of the data, reported to the user as such."""
 

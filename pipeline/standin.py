@@ -1,4 +1,4 @@
-"""An offline stand-in for ImageNet pretraining: AlexNet trained on images made from formulas (issue 15).
+"""An offline stand-in for ImageNet pretraining: AlexNet trained on images made from formulas.
 
 The paper fine-tuned an ImageNet-pretrained AlexNet; no ImageNet weights can be had
 offline here. Kataoka et al. (Pre-training without Natural Images, ACCV 2020) showed that
@@ -33,9 +33,9 @@ plus uniform pixel noise of standard deviation ~ U[0, 8] gray levels.
 0..N-1), written once to an HDF5 file; held-out images are further indices (N, N+1, ...)
 of the same categories. AlexNet (variant caffe, He initialization with fc8 drawn at std
 0.001, input = (image - the set's mean pixel) / 512) is trained with Caffe's SGD by
-:func:`pipeline.train.train` (prefetching, progress bar, checkpoints, resume). At the demo's
-input scale of 1/64 the full-width network's first steps move its logits by tens and it
-stops depending on the image within 20 iterations (bench/demo_design.md, "the loss clue").
+:func:`pipeline.train.train` (prefetching, progress bar, checkpoints, resume). At an input
+scale of 1/64 the full-width network's first steps move its logits by tens and it
+stops depending on the image within 20 iterations (bench/demo_design.md, "the loss clue"); the demo trains at 1/512.
 
 **The weights file** holds conv1..conv5 only (float32, 9.3 MB at any input size): fc6's
 shape depends on the input size, and fc6 + fc7 would add 84 MB at 99 px. It expects
@@ -45,13 +45,11 @@ record the parameters (``standin``, JSON), the seed, the time taken and the held
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
@@ -62,6 +60,8 @@ from alexnet_np.ops import GOLDEN, mix64
 from alexnet_np.weights import write_weights
 from data_prep.fileio import atomic_output
 
+from .config import Option
+from .errors import UserError
 from .train import predict, train
 
 GENERATOR_VERSION = 1
@@ -93,26 +93,39 @@ class Categories:
         return len(self.prob)
 
 
+def _opt(help, **kw):
+    return {"option": Option(help, **kw)}
+
+
 @dataclass
 class StandinConfig:
-    """What :func:`pretrain` builds (the command line's options)."""
+    """What :func:`pretrain` builds; fields with an Option are ``run.py standin``'s options."""
 
-    out: str
-    classes: int = 32
-    images_per_class: int = 150
-    test_per_class: int = 20
-    iters: int = 3000
-    batch_size: int = 32
-    lr: float = 0.005
-    lr_step: int | None = None      # default: 80% of iters
+    out: str = field(metadata=_opt("weights file to write (HDF5), e.g. weights/standin_caffe_99.h5",
+                                   metavar="OUT.h5"))
+    classes: int = field(default=32, metadata=_opt("fractal categories", type=int))
+    images_per_class: int = field(default=150, metadata=_opt("training images per category", type=int))
+    test_per_class: int = field(default=20, metadata=_opt(
+        "held-out images per category for the recorded accuracy", type=int))
+    iters: int = field(default=3000, metadata=_opt("SGD iterations", type=int))
+    batch_size: int = field(default=32, metadata=_opt("minibatch", type=int))
+    lr: float = field(default=0.005, metadata=_opt("base learning rate", type=float))
+    lr_step: int | None = field(default=None, metadata=_opt(
+        "divide the lr by 10 every this many iterations (default: 80%% of --iters)", type=int))
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    input_size: int = 99
-    input_scale: float = 1 / 512    # the demo's 1/64 kills the full-width network (bench/demo_design.md)
-    seed: int = 0
-    widths: list | None = None
-    work_dir: str | None = None     # default: <out>.work
-    checkpoint_every: int = 100
+    input_size: int = field(default=99, metadata=_opt("image side in pixels, the network input (the demo's)",
+                                                      type=int))
+    # an input scale of 1/64 kills the full-width network (bench/demo_design.md)
+    input_scale: float = field(default=1 / 512, metadata=_opt(
+        "network input = (image - mean) * this while pretraining (the file takes 0-255 inputs whatever it "
+        "is: conv1 is stored times it)", type=float))
+    seed: int = field(default=0, metadata=_opt("decides categories, images and training", type=int))
+    widths: list | None = field(default=None, metadata=_opt(
+        "layer widths conv1..conv5 fc6 fc7 (default: AlexNet's; smaller for tests)", type=int, nargs=7, metavar="W"))
+    work_dir: str | None = field(default=None, metadata=_opt(
+        "where the generated set and checkpoints go (default OUT.work/<hash>)"))
+    checkpoint_every: int = field(default=100, metadata=_opt("iterations between checkpoints", type=int))
     progress: bool = True
 
 
@@ -315,7 +328,7 @@ def pretrain(cfg: StandinConfig, log=print) -> StandinResult:
     net = AlexNet(cfg.classes, variant="caffe", input_size=cfg.input_size, init="he", seed=cfg.seed,
                   widths=cfg.widths)
     # He init draws fc8 as wide as a hidden layer; the activations grow through max pooling and
-    # dropout, so the softmax would start saturated (bench/demo_design.md, "the loss clue").
+    # dropout, so the softmax would start saturated (bench/demo_design.md, "the loss clue"); the demo trains at 1/512.
     fc8 = net.params["fc8.weight"]
     fc8[...] = net.xp.asarray(np.random.default_rng([cfg.seed, 8]).normal(0.0, FC8_STD, fc8.shape).astype(fc8.dtype))
     opt = SGD(net, base_lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, gamma=0.1,
@@ -360,89 +373,36 @@ def pretrain(cfg: StandinConfig, log=print) -> StandinResult:
     return result
 
 
-# ------------------------------------------------------------------ command line
-def parse_args(argv=None):
-    d = StandinConfig(out="")
-    ap = argparse.ArgumentParser(
-        prog="python -m pipeline.standin", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Pretrain AlexNet (caffe variant) on formula-made images, an offline stand-in for "
-                    "ImageNet, and write its conv layers for run.py --pretrained.",
-        epilog="Images: FractalDB-style (Kataoka et al., ACCV 2020). Category k is an iterated function "
-               "system of 2-4 contractive affine maps p -> A p + t (entries uniform in [-1, 1], ||A||_2 <= "
-               "0.8, chosen with probability ~ |det A| + 0.02; categories filling < 8% of a 64 x 64 "
-               "rendering are redrawn). Each image perturbs one map by a factor U[0.8, 1.2], renders the "
-               "attractor by the chaos game, rotates, mirrors, scales and shifts it at random, and maps "
-               "log(1 + points per pixel) to gray on a random background with noise. Everything is a pure "
-               "function of --seed (image i of class k of (seed, k, i)). Work files go to OUT.work/; a "
-               "rerun with the same options resumes. The module docstring has the exact formulas.")
-    ap.add_argument("--out", required=True, help="weights file to write (HDF5), e.g. weights/standin_caffe_99.h5")
-    ap.add_argument("--classes", type=int, default=d.classes, help=f"fractal categories (default {d.classes})")
-    ap.add_argument("--images-per-class", type=int, default=d.images_per_class,
-                    help=f"training images per category (default {d.images_per_class})")
-    ap.add_argument("--test-per-class", type=int, default=d.test_per_class,
-                    help=f"held-out images per category for the recorded accuracy (default {d.test_per_class})")
-    ap.add_argument("--iters", type=int, default=d.iters, help=f"SGD iterations (default {d.iters})")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help=f"minibatch (default {d.batch_size})")
-    ap.add_argument("--lr", type=float, default=d.lr,
-                    help=f"base learning rate (default {d.lr})")
-    ap.add_argument("--lr-step", type=int, default=None,
-                    help="divide the lr by 10 every this many iterations (default: 80%% of --iters)")
-    ap.add_argument("--input-scale", type=float, default=d.input_scale,
-                    help=f"network input = (image - mean) * this while pretraining (default 1/{1 / d.input_scale:g}; "
-                         "the file takes 0-255 inputs whatever it is: conv1 is stored times it)")
-    ap.add_argument("--input-size", type=int, default=d.input_size,
-                    help=f"image side in pixels, the network input (default {d.input_size}, the demo's)")
-    ap.add_argument("--seed", type=int, default=d.seed, help=f"decides categories, images and training (default {d.seed})")
-    ap.add_argument("--widths", type=int, nargs=7, default=None, metavar="W",
-                    help="layer widths conv1..conv5 fc6 fc7 (default: AlexNet's; smaller for tests)")
-    ap.add_argument("--work-dir", default=None, help="where the generated set and checkpoints go (default OUT.work/<hash>)")
-    ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                    help=f"iterations between checkpoints (default {d.checkpoint_every})")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return ap.parse_args(argv)
+# ------------------------------------------------------------------ checks
+#: What ``run.py standin --help`` says of the images (the module docstring has the exact formulas).
+EPILOG = ("Images: FractalDB-style (Kataoka et al., ACCV 2020). Category k is an iterated function "
+          "system of 2-4 contractive affine maps p -> A p + t (entries uniform in [-1, 1], ||A||_2 <= "
+          "0.8, chosen with probability ~ |det A| + 0.02; categories filling < 8% of a 64 x 64 "
+          "rendering are redrawn). Each image perturbs one map by a factor U[0.8, 1.2], renders the "
+          "attractor by the chaos game, rotates, mirrors, scales and shifts it at random, and maps "
+          "log(1 + points per pixel) to gray on a random background with noise. Everything is a pure "
+          "function of --seed (image i of class k of (seed, k, i)). Work files go to OUT.work/; a "
+          "rerun with the same options resumes.")
 
 
-def _check(args) -> str | None:
-    """The first problem with the options, as one line, or None."""
+def check_config(cfg: StandinConfig):
+    """Every option within what can be pretrained, before any image is drawn; raises UserError."""
     for name in ("classes", "images_per_class", "test_per_class", "iters", "batch_size", "input_size", "lr_step",
                  "checkpoint_every"):
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if value < (2 if name == "classes" else 1):
-            return f"--{name.replace('_', '-')} {value}: expected an integer >= {2 if name == 'classes' else 1}"
+        value = getattr(cfg, name)
+        low = 2 if name == "classes" else 1
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} {value}: expected an integer >= {low}")
     for name in ("lr", "input_scale"):
-        value = getattr(args, name)
+        value = getattr(cfg, name)
         if not (value > 0 and math.isfinite(value)):
-            return f"--{name.replace('_', '-')} {value}: expected a positive number"
-    if args.widths and min(args.widths) < 2:
-        return f"--widths {args.widths}: expected 7 integers >= 2"
-    out = Path(args.out)
+            raise UserError(f"--{name.replace('_', '-')} {value}: expected a positive number")
+    if cfg.widths and min(cfg.widths) < 2:
+        raise UserError(f"--widths {cfg.widths}: expected 7 integers >= 2")
+    out = Path(cfg.out)
     if out.is_dir():
-        return f"--out {out}: is a folder, expected a weights file path such as {out / 'standin.h5'}"
+        raise UserError(f"--out {out}: is a folder, expected a weights file path such as {out / 'standin.h5'}")
     try:
-        AlexNet(args.classes, variant="caffe", input_size=args.input_size, widths=[2] * 7 if not args.widths else args.widths)
+        AlexNet(cfg.classes, variant="caffe", input_size=cfg.input_size, widths=cfg.widths or [2] * 7)
     except ValueError as e:
-        return f"--input-size {args.input_size}: {e}"
-    return None
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    problem = _check(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    cfg = StandinConfig(out=args.out, classes=args.classes, images_per_class=args.images_per_class,
-                        test_per_class=args.test_per_class, iters=args.iters, batch_size=args.batch_size,
-                        lr=args.lr, lr_step=args.lr_step, input_size=args.input_size,
-                        input_scale=args.input_scale, seed=args.seed, widths=args.widths,
-                        work_dir=args.work_dir, checkpoint_every=args.checkpoint_every,
-                        progress=not args.no_progress)
-    pretrain(cfg)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        raise UserError(f"--input-size {cfg.input_size}: {e}") from None

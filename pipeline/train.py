@@ -103,7 +103,7 @@ class BatchStream:
             gray[mirror] = gray[mirror, ::-1]
         if self.shift:
             gray = random_shift(gray, self.shift, rng)
-        x = to_network_input(self.xp.asarray(gray), self.xp.asarray(self.mean), self.scale)
+        x = to_network_input(gray, self.mean, self.scale)
         return x, self.xp.asarray(self.labels[pos])
 
     def _work(self, start, stop):
@@ -134,7 +134,8 @@ class BatchStream:
         self.thread.join(timeout=5)
 
 
-def _read_log(path):
+def read_log(path):
+    """The rows of a training log (train_log.csv) as dicts of strings; [] when there is none."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
@@ -164,7 +165,7 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
     checkpoint_path, log_path = Path(checkpoint_path), Path(log_path)
     if resume and checkpoint_path.exists():
         load_checkpoint(checkpoint_path, net, opt)
-        rows = [r for r in _read_log(log_path) if int(r["iteration"]) < opt.iteration]
+        rows = [r for r in read_log(log_path) if int(r["iteration"]) < opt.iteration]
     else:
         rows = []
     _rewrite_log(log_path, rows)
@@ -241,6 +242,6 @@ def predict(net, images, indices, mean, scale, batch_size=100):
         order = np.argsort(rows)
         gray = np.empty((len(rows),) + tuple(images.shape[1:]), dtype=np.uint8)
         gray[order] = np.asarray(images[rows[order]])
-        x = to_network_input(net.xp.asarray(gray), net.xp.asarray(mean), scale)
+        x = to_network_input(gray, mean, scale)
         out.append(net.predict_proba(x, batch_size=batch_size))
     return np.concatenate(out) if out else np.zeros((0, net.num_classes), np.float32)

@@ -32,8 +32,10 @@ from pipeline import evaluate
 from pipeline.cluster import open_client
 from pipeline.config import resolve_config
 from pipeline.data import ImageSet
-from pipeline.runner import run_study
-from pipeline.study import PREDICTIONS, Study, interval_halves, write_predictions
+from pipeline.config import study_options
+from pipeline.jobs import PREDICTIONS, write_predictions
+from pipeline.plan import interval_halves
+from pipeline.study import Study, run_study
 
 REPO = Path(__file__).resolve().parent.parent
 MINI = ["8", "12", "12", "12", "8", "16", "16"]
@@ -77,8 +79,8 @@ def client():
 
 
 def _cfg(argv):
-    args = run.parse_args(argv)
-    overrides = {name: getattr(args, name) for name in run.CONFIG_OPTIONS}
+    args = run.build_parser().parse_args(argv)
+    overrides = {name: getattr(args, name) for name, _, _ in study_options()}
     overrides["progress"] = False
     return resolve_config(args.preset, overrides, "cpu"), args
 

@@ -35,7 +35,7 @@ def test_model_file_scores_the_test_images_exactly_as_the_run(trained):
     """Reload model.h5 and score the job's test images: bit-identical to predictions.h5 (same code path,
     same batch size 8 as the run, so the same float32 arithmetic in the same order)."""
     out, built = trained
-    net, card = modelfile.load_model(out / JOB / "model.h5", device="cpu")
+    net, card = modelfile.load_model(out / JOB / "model.h5")
     with h5py.File(out / JOB / "predictions.h5", "r") as f:
         idx, saved = f["test/index"][()], f["test/proba"][()]
     images = data_prep.load_dataset(built)["images"][idx]
@@ -172,7 +172,7 @@ def test_scored_batches_see_the_built_pixels(trained):
     """The preprocessing predict applies from the model's card gives exactly the training dataset's pixels."""
     out, _ = trained
     test_rows, _, pixels, _, _ = _test_rows(trained)
-    net, card = modelfile.load_model(out / JOB / "model.h5", device="cpu")
+    net, card = modelfile.load_model(out / JOB / "model.h5")
     from pipeline.predict import InputImage
     images = [InputImage(r["path"], r["patient_id"], r["laterality"], r["view"], r["label"]) for r in test_rows[:6]]
     batches = list(scored_batches(net, card, images, batch_size=4, workers=1, progress=False))

@@ -10,7 +10,8 @@ from pipeline import evaluate, report
 from pipeline.config import resolve_config
 from pipeline.evaluate import IntervalCancerDetection, PooledDetection
 from pipeline.scenarios import SCENARIOS
-from pipeline.study import FN_SCENARIOS, FalseNegativeAnalysis, FalseNegativeHalves, IncrementalComparison, ModelResult
+from pipeline.experiments import FN_SCENARIOS
+from pipeline.records import FalseNegativeAnalysis, FalseNegativeHalves, IncrementalComparison, ModelResult
 from pipeline.train import LOG_FIELDS
 
 FRACTIONS = (0.05, 0.10)

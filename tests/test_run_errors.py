@@ -17,7 +17,8 @@ from alexnet_np import AlexNet, save_weights
 from pipeline import evaluate
 from pipeline.data import ImageSet, synthetic_dataset
 from pipeline.scenarios import get_scenario
-from pipeline.study import EvalSet, Job, result_flags
+from pipeline.plan import EvalSet, Job
+from pipeline.records import result_flags
 
 MINI = ["8", "12", "12", "12", "8", "16", "16"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,9 +185,9 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
     """The run folder is printed first; Ctrl-C in the middle ends with exit 130 and the exact command
     that continues (with the default folder, which the user never typed); that command finishes it.
     Then the finished run: the same command without --resume, or with other settings, is refused."""
-    import pipeline.study
+    import pipeline.jobs
     monkeypatch.chdir(tmp_path)
-    real = pipeline.study.run_job
+    real = pipeline.jobs.run_job
     started = []
 
     def interrupted(*a, **k):
@@ -194,7 +195,7 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
         if len(started) > 1:  # the first model finishes, the second is interrupted
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(pipeline.study, "run_job", interrupted)
+    monkeypatch.setattr(pipeline.jobs, "run_job", interrupted)
     argv = _argv(tmp_path, "--scenario", "malignant-vs-negative", "triple", "--iters", "2", out=False)
     assert run.main(argv) == 130
     captured = capsys.readouterr()
@@ -203,7 +204,7 @@ def test_ctrl_c_prints_the_command_that_continues_the_run(tmp_path, monkeypatch,
     folder = first.split(": ", 1)[1]
     hint = captured.err.strip().splitlines()[-1]
     assert hint.startswith("interrupted; continue with: python run.py ") and hint.endswith(f"--resume --out {folder}")
-    monkeypatch.setattr(pipeline.study, "run_job", real)
+    monkeypatch.setattr(pipeline.jobs, "run_job", real)
     assert run.main(shlex.split(hint.split("continue with: ", 1)[1])[2:]) == 0
     runs = json.loads((tmp_path / folder / "results.json").read_text())["runs"]
     assert [r["scenario"] for r in runs] == ["malignant-vs-negative", "triple"]

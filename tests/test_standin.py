@@ -9,6 +9,7 @@ import pytest
 
 from alexnet_np import AlexNet, load_weights
 from alexnet_np.weights import weights_info
+import run
 from pipeline import standin
 from test_pipeline import MINI, _run
 
@@ -119,7 +120,7 @@ def test_run_py_fine_tunes_from_the_stand_in(tiny, tmp_path):
     (["--lr", "0"], "--lr 0.0: expected a positive number"),
 ])
 def test_command_line_errors_are_one_line(tmp_path, capsys, argv, needle):
-    assert standin.main(["--out", str(tmp_path / "w.h5"), *argv]) == 2
+    assert run.main(["standin", "--out", str(tmp_path / "w.h5"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and needle in err and err.count("\n") == 1
     assert not (tmp_path / "w.h5").exists() and not (tmp_path / "w.h5.work").exists()
