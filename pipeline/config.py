@@ -34,7 +34,7 @@ PAPER = {"batch_size": 50, "lr": 0.001, "lr_step": 2500, "momentum": 0.9, "weigh
          "ffdm_patients": 1303, "ddsm_patients": 2412}
 
 PRESETS = {
-    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0,
+    "paper": dict(PAPER, iters=7500, pretrain_iters=7500, init="caffe", input_scale=1.0, difficulty=1.0, cv_select="iterations",
                   grain_scale=1.0, finding_scale=1.0, augment_flip=False, augment_shift=0, fn_analysis="separate",
                   checkpoint_every=250),
     # lr 0.008 at input scale 1/512 moves the weights as lr 0.001 at 1/64 did, with 8x smaller first
@@ -43,7 +43,7 @@ PRESETS = {
     # (bench/demo_design.md, sections 1, 2 and 6).
     "demo": dict(PAPER, iters=1000, pretrain_iters=600, init="he", input_scale=1 / 512, lr=0.008, lr_step=800,
                  batch_size=32, weight_decay=0.000625, augment_flip=True, augment_shift=8,
-                 input_size=99, gpu_input_size=227, gpu_augment_shift=18, cv=0, ffdm_patients=1000,
+                 input_size=99, gpu_input_size=227, gpu_augment_shift=18, cv=0, cv_select="none", ffdm_patients=1000,
                  ddsm_patients=1000, difficulty=0.1, finding_scale=2.0, grain_scale=1.5, fn_analysis="holdout",
                  checkpoint_every=100, pretrained=str(STANDIN_WEIGHTS), new_layer_lr_mult=1.0, warmup=100),
 }
@@ -109,6 +109,12 @@ class StudyConfig:
     cv: int = field(metadata=_cli(
         "cross-validation folds inside the training set, 0 = off (CV multiplies the training cost by the "
         "fold count)", type=int))
+    cv_select: str = field(metadata=_cli(
+        "what the cross-validation decides: iterations = the training length (each fold is scored on its "
+        "validation patients at every checkpoint, the iteration with the best mean validation AUC over the "
+        "folds is chosen, and the reported model trains that long on the whole training split: the paper's "
+        "\"calibrating accuracy of the training process\"); none = the fold AUCs are only reported",
+        choices=("iterations", "none")))
     seed: int = field(metadata=_cli("seed for data generation, splits, initialization and order (default 0)",
                                     type=int))
     device: str
@@ -304,6 +310,8 @@ def check_config(cfg: StudyConfig):
     need(0 <= cfg.momentum < 1, "momentum", cfg.momentum, "a momentum in [0, 1)")
     need(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "0 or more")
     need(cfg.cv == 0 or cfg.cv >= 2, "cv", cfg.cv, "0 (off) or at least 2 folds")
+    need(cfg.cv_select == "none" or cfg.cv >= 2, "cv_select", cfg.cv_select,
+         f"none, or --cv 2 or more folds to select with (--cv is {cfg.cv})")
     need(cfg.warmup >= 0, "warmup", cfg.warmup, "0 (off) or more iterations")
     need(cfg.new_layer_lr_mult > 0, "new_layer_lr_mult", cfg.new_layer_lr_mult, "a multiplier above 0")
     need(cfg.input_scale > 0, "input_scale", cfg.input_scale, "a scale above 0")
@@ -368,6 +376,11 @@ def deviations(cfg: StudyConfig) -> list[str]:
     elif pretrained_origin(cfg.pretrained) != "ImageNet":
         out.append(f"pretrained on {pretrained_origin(cfg.pretrained)}, NOT on ImageNet (as the paper was): "
                    f"{cfg.pretrained}, conv1..conv5 transferred, fc6-fc8 drawn fresh")
+    if cfg.pretrained:
+        out.append(f"mean subtraction: the pretrained file's per-channel mean ({cfg.pretrained}) at every stage of "
+                   "every chain that starts from it, the FFDM-only baseline and the incremental fine-tune alike, so "
+                   "the paired comparison differs only in the DDSM stage (the paper says \"mean subtracting\" "
+                   "without saying which mean; Caffe's fine-tuning example kept ImageNet's)")
     if cfg.pretrained and cfg.new_layer_lr_mult != 10.0:
         out.append(f"the freshly drawn layers learn at {cfg.new_layer_lr_mult:g}x the lr (Caffe's fine-tuning "
                    "recipe: 10x; the paper does not say)")
@@ -397,10 +410,20 @@ def deviations(cfg: StudyConfig) -> list[str]:
     if cfg.input_size != PAPER["input_size"]:
         out.append("with a smaller input, fc6's input follows from pool5's output size, so fc6 is smaller "
                    "than AlexNet's 9216 x 4096")
-    out.append(f"{cfg.iters} training iterations per model (the paper does not state its number)")
+    if cfg.cv >= 2 and cfg.cv_select == "none":
+        out.append("the cross-validation's fold AUCs are reported but choose nothing (the paper: \"calibrating "
+                   "accuracy of the training process\"; --cv-select iterations lets them choose the training length)")
+    out.append(f"{cfg.iters} training iterations per model (the paper does not state its number)"
+               + (", the most the cross-validation may choose" if cfg.cv >= 2 and cfg.cv_select == "iterations" else ""))
     if cfg.warmup:
         out.append(f"the lr rises linearly over the first {cfg.warmup} iterations (warm-up; the paper starts at "
                    "its base lr), so that the first steps cannot saturate the softmax")
+    odd = [f for f in cfg.test_fractions if f not in (0.05, 0.10, 0.15)]
+    if odd:
+        out.append(f"test fraction {', '.join(f'{f:g}' for f in odd)} (the paper: 0.05, and 0.10 and 0.15 for "
+                   "robustness)")
+    if cfg.fn_analysis == "off":
+        out.append("no false-negative analyses (--fn-analysis off; the paper ran two)")
     if cfg.fn_analysis == "holdout":
         out.append("false-negative analysis: interval-cancer patients are held out of the main model's training "
                    "and test sets and scored by it (the paper retrained a separate model without them)")

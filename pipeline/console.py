@@ -25,12 +25,15 @@ def summary_lines(out: Path, records, cohorts) -> list[str]:
     out = Path(out)
     lines = ["", f"report: {out / 'report.md'}", f"results: {out / 'results.json'}"]
     lines += [a.warning() for a in cohorts if a.too_many_skipped]
-    lines.append("test AUCs (95% CI: DeLong; bootstrap over patients):")
+    lines.append("test AUCs, image level (95% CI: DeLong; bootstrap over patients); then per breast (mean of its "
+                 "views) and per patient (max over breasts), with their counts:")
     for r in records:
         what = f"  {r.experiment} / {r.scenario} / test {r.test_fraction:g}: AUC {r.auc:.3f}"
         if r.binary is not None:
             what += (f" (DeLong {r.binary.ci95_delong[0]:.2f}-{r.binary.ci95_delong[1]:.2f}; patients "
                      f"{r.binary.ci95_bootstrap_patient[0]:.2f}-{r.binary.ci95_bootstrap_patient[1]:.2f})")
+            what += "".join(f"; {lvl.level} {lvl.auc:.3f} ({lvl.n})" for lvl in (r.breast, r.patient)
+                            if lvl is not None and lvl.auc is not None)
         else:
             what += " (mean of the pairwise AUCs; no CI)"
         lines.append(what)

@@ -36,6 +36,7 @@ class ImageSet:
     image_path: np.ndarray
     source: np.ndarray
     attrs: dict
+    laterality: np.ndarray | None = None   # "L"/"R" per image (breast-level results); None: unknown
 
     def __len__(self):
         return len(self.labels)
@@ -47,15 +48,16 @@ class ImageSet:
                    patient_id=np.char.add(f"{name}:", d["patient_id"].astype(str)),
                    interval_cancer=d["interval_cancer"].astype(np.int8),
                    image_path=d["image_path"].astype(str), source=np.full(len(d["labels"]), name),
-                   attrs=d["attrs"])
+                   attrs=d["attrs"], laterality=d["laterality"].astype(str) if "laterality" in d else None)
 
     @staticmethod
     def concat(name, parts):
         """The combined experiment's dataset: several sets stacked (patient ids stay distinct)."""
         attrs = {p.name: p.attrs for p in parts}
         cat = lambda field: np.concatenate([getattr(p, field) for p in parts])  # noqa: E731
+        lat = None if any(p.laterality is None for p in parts) else cat("laterality")
         return ImageSet(name, cat("images"), cat("labels"), cat("patient_id"), cat("interval_cancer"),
-                        cat("image_path"), cat("source"), attrs)
+                        cat("image_path"), cat("source"), attrs, lat)
 
 
 def _key(params: dict) -> str:

@@ -12,6 +12,11 @@ Two bootstrap CIs are reported for every binary AUC: resampling images (what
 the paper's figures most likely used) and resampling whole patients (about
 four images per patient are correlated, so the image-level interval is too
 narrow); ``report.md`` names which is which.
+
+Beside the paper's image-level AUC (the headline, as in the paper), the AUC of
+aggregated scores, as screening is read and as recent benchmarks (RSNA 2023)
+score it: per breast, the mean of its views' scores; per patient, the maximum
+over their breasts (:func:`aggregate_by_breast`, :func:`aggregate_by_patient`).
 """
 from __future__ import annotations
 
@@ -113,6 +118,88 @@ class PooledDetection:
     n_images: int
     share_called_malignant_at_0_5: float
     share_called_malignant_at_threshold: float
+
+
+@dataclass
+class Aggregated:
+    """Scores aggregated over groups of images (breasts or patients), one row per group, in the order
+    each group first appears among the images."""
+
+    key: np.ndarray        # (G,) "patient<TAB>laterality" per breast, or the patient id
+    patient_id: np.ndarray  # (G,)
+    y: np.ndarray          # (G,) the group's label: positive when any of its images is
+    score: np.ndarray      # (G,) the aggregated score
+    n_images: np.ndarray   # (G,)
+
+
+def group_mean(keys, values):
+    """(unique keys in first-seen order, counts, mean of ``values`` (N,) or (N, K) per key)."""
+    values = np.asarray(values, np.float64)
+    uniq, first, inverse = np.unique(np.asarray(keys), return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    counts = np.bincount(inverse, minlength=len(uniq))
+    sums = np.zeros((len(uniq),) + values.shape[1:])
+    np.add.at(sums, inverse, values)
+    means = sums / counts.reshape((-1,) + (1,) * (values.ndim - 1))
+    return uniq[order], counts[order], means[order]
+
+
+def aggregate_by_breast(y, score, patient_id, laterality) -> Aggregated:
+    """One score per breast: the mean of its images' (views') scores; the breast is positive when any
+    of its images is (in a scenario all images of one breast share a label)."""
+    patient_id = np.asarray(patient_id).astype(str)
+    keys = np.char.add(np.char.add(patient_id, "\t"), np.asarray(laterality).astype(str))
+    uniq, counts, mean = group_mean(keys, score)
+    _, _, positive = group_mean(keys, np.asarray(y, np.float64))
+    return Aggregated(uniq, np.array([k.split("\t")[0] for k in uniq]), (positive > 0).astype(int), mean, counts)
+
+
+def aggregate_by_patient(breasts: Aggregated) -> Aggregated:
+    """One score per patient: the maximum over their breasts' scores (a patient is recalled when one
+    breast is); positive when any breast is."""
+    uniq, first, inverse = np.unique(breasts.patient_id, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    score = np.full(len(uniq), -np.inf)
+    np.maximum.at(score, inverse, breasts.score)
+    y = np.zeros(len(uniq), int)
+    np.maximum.at(y, inverse, breasts.y)
+    n = np.bincount(inverse, weights=breasts.n_images, minlength=len(uniq)).astype(int)
+    return Aggregated(uniq[order], uniq[order], y[order], score[order], n[order])
+
+
+@dataclass
+class LevelAUC:
+    """The AUC of aggregated scores (breast or patient level) with its 95% CIs."""
+
+    level: str                      # "breast" or "patient"
+    rule: str                       # how the images' scores were combined
+    n: int                          # breasts or patients
+    n_positive: int
+    auc: float | None               # None: a class is missing at this level
+    ci95_delong: list
+    ci95_bootstrap_patient: list    # resampling whole patients
+
+
+def level_auc(agg: Aggregated, level: str, rule: str, n_boot=2000, seed=0) -> LevelAUC:
+    """AUC, DeLong CI and patient-bootstrap CI of aggregated scores."""
+    n_pos = int(agg.y.sum())
+    if min(n_pos, len(agg.y) - n_pos) < 2:  # DeLong's variance needs two of each class
+        return LevelAUC(level, rule, int(len(agg.y)), n_pos, None, [], [])
+    auc, d_lo, d_hi = stats.delong_ci(agg.y, agg.score)
+    _, p_lo, p_hi = stats.bootstrap_ci(agg.y, agg.score, n_boot=n_boot, seed=seed, groups=agg.patient_id)
+    return LevelAUC(level, rule, int(len(agg.y)), n_pos, float(auc), [float(d_lo), float(d_hi)],
+                    [float(p_lo), float(p_hi)])
+
+
+BREAST_RULE = "mean of the breast's views"
+PATIENT_RULE = "maximum over the patient's breasts"
+
+
+def aggregated_aucs(y, score, patient_id, laterality, n_boot=2000, seed=0) -> tuple[LevelAUC, LevelAUC]:
+    """(breast-level, patient-level) AUCs of a binary scenario's test images."""
+    breasts = aggregate_by_breast(y, score, patient_id, laterality)
+    return (level_auc(breasts, "breast", BREAST_RULE, n_boot, seed),
+            level_auc(aggregate_by_patient(breasts), "patient", PATIENT_RULE, n_boot, seed))
 
 
 def binary_metrics(y, score, patient_id, n_boot=2000, seed=0) -> BinaryMetrics:

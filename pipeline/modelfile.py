@@ -11,8 +11,8 @@ it as they read any weights file; its root ``mean`` is the per-channel average, 
 plus a ``/model`` group::
 
     /model/mean                 float32: the mean subtracted at training time, (S, S) mean image of
-                                the training images, or (3,) per channel when fine-tuned from
-                                ImageNet weights
+                                the training images, or (3,) per channel when the model's chain
+                                started from pretrained weights (see mean_rule)
     /model attributes
       format                    "alexnet_np-model"
       format_version            1
@@ -23,6 +23,8 @@ plus a ``/model`` group::
       positive_class            the class whose probability is the score (ROC analysis)
       widths                    JSON list, conv1..conv5, fc6, fc7
       input_scale               network input = (gray - mean) * input_scale
+      mean_rule                 which rule made the mean: "training-split" or "pretrained-file"
+                                (pipeline.jobs.MEAN_RULES); "unknown" in files written before it
       preprocessing             JSON {size, aspect, equalize, threshold_fraction}: data_prep's
                                 parameters of the dataset it was trained on
       seed                      the run's seed
@@ -94,6 +96,7 @@ class ModelCard:
     environment: dict
     git_commit: str
     git_dirty: str                # "yes", "no" or "unknown"
+    mean_rule: str = "unknown"     # "training-split" or "pretrained-file" (pipeline.jobs.MEAN_RULES)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -128,9 +131,9 @@ def _training_sha256(images, indices, labels, chunk=1024):
     return digest.hexdigest()
 
 
-def job_card(cfg, job, net, mean) -> ModelCard:
-    """The card of a study job's trained ``net`` (``cfg``: StudyConfig, ``job``: study.Job, ``mean``: what
-    training subtracted). The triple scenario's score is P(malignant).
+def job_card(cfg, job, net, mean, mean_rule) -> ModelCard:
+    """The card of a study job's trained ``net`` (``cfg``: StudyConfig, ``job``: plan.Job, ``mean``: what
+    training subtracted, by ``mean_rule``). The triple scenario's score is P(malignant).
 
     The preprocessing is the first dataset's; every dataset's own parameters stay in
     ``training_data`` (the combined experiment's two datasets are built alike by run.py).
@@ -152,7 +155,7 @@ def job_card(cfg, job, net, mean) -> ModelCard:
                        "train_sha256": _training_sha256(job.data.images, job.train_idx, job.train_y)},
         training={"job": job.key, "iters": int(job.iters), "init_weights": job.init_weights,
                   "config": json.loads(json.dumps(cfg.to_dict(), default=str))},
-        environment=environment(), git_commit=commit, git_dirty=dirty)
+        environment=environment(), git_commit=commit, git_dirty=dirty, mean_rule=mean_rule)
 
 
 # ------------------------------------------------------------------ writing and reading
@@ -176,7 +179,7 @@ def save_model(path, net, card: ModelCard):
                      "input_scale": float(card.input_scale), "preprocessing": json.dumps(vars(card.preprocessing)),
                      "seed": int(card.seed), "training_data": json.dumps(card.training_data),
                      "training": json.dumps(card.training), "environment": json.dumps(card.environment, default=str),
-                     "git_commit": card.git_commit, "git_dirty": card.git_dirty}
+                     "git_commit": card.git_commit, "git_dirty": card.git_dirty, "mean_rule": card.mean_rule}
             g.attrs.update(attrs)
     return Path(path)
 
@@ -223,7 +226,8 @@ def read_card(path) -> ModelCard:
                                             float(pre["threshold_fraction"])),
                 seed=int(a["seed"]), training_data=json.loads(_text(a["training_data"])),
                 training=json.loads(_text(a["training"])), environment=json.loads(_text(a["environment"])),
-                git_commit=_text(a["git_commit"]), git_dirty=_text(a["git_dirty"]), format_version=version)
+                git_commit=_text(a["git_commit"]), git_dirty=_text(a["git_dirty"]),
+                mean_rule=_text(a.get("mean_rule", "unknown")), format_version=version)
         except (KeyError, ValueError, TypeError, OSError) as e:
             raise ModelFileError(f"{path} is a damaged model file: {type(e).__name__}: {e}") from None
 

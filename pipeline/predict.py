@@ -165,17 +165,12 @@ def _label_text(labels):
 
 def _group_scores(keys, proba, score_col, labels):
     """Mean probabilities and score per key (in first-seen order); returns (keys, counts, mean proba, mean score, labels)."""
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first)
-    counts = np.bincount(inverse, minlength=len(uniq))
-    sums = np.zeros((len(uniq), proba.shape[1]))
-    np.add.at(sums, inverse, proba)
-    score_sum = np.bincount(inverse, weights=score_col, minlength=len(uniq))
-    group_labels = [[] for _ in uniq]
-    for k, lab in zip(inverse, labels):
+    uniq, counts, mean_p = evaluate.group_mean(keys, proba)
+    _, _, mean_s = evaluate.group_mean(keys, score_col)
+    group_labels = {k: [] for k in uniq}
+    for k, lab in zip(keys, labels):
         group_labels[k].append(lab)
-    return ([uniq[i] for i in order], counts[order], sums[order] / counts[order, None],
-            score_sum[order] / counts[order], [_label_text(group_labels[i]) for i in order])
+    return list(uniq), counts, mean_p, mean_s, [_label_text(group_labels[k]) for k in uniq]
 
 
 def write_tables(paths, card, images, proba_by_image, from_manifest):

@@ -13,20 +13,26 @@ from pathlib import Path
 import numpy as np
 
 from . import evaluate
-from .evaluate import BinaryMetrics, IntervalCancerDetection, PooledDetection, Predictions, TripleMetrics
-from .jobs import PREDICTIONS, job_info, read_predictions
+from .evaluate import BinaryMetrics, IntervalCancerDetection, LevelAUC, PooledDetection, Predictions, TripleMetrics
+from .jobs import PREDICTIONS, choose_iterations, job_info, read_predictions
 from .plan import CellPlan, Job
 from .pretrained import pretrained_origin
 
 
 @dataclass
 class CrossValidation:
-    """The paper's internal validation inside the training set: one AUC per fold."""
+    """The paper's internal validation inside the training set: one AUC per fold (at the selected
+    iteration when the folds chose the training length, else at the end of their training), and with
+    ``--cv-select iterations`` the mean validation AUC at every checkpoint and the iteration chosen."""
 
     folds: int
     aucs: list
     mean: float
     sd: float
+    selected_iteration: int | None = None
+    curve_iterations: list = field(default_factory=list)
+    curve_mean: list = field(default_factory=list)
+    curve_sd: list = field(default_factory=list)
 
 
 @dataclass
@@ -123,6 +129,8 @@ class ModelResult:
     n_test_per_class: list
     n_test_patients: int
     binary: BinaryMetrics | None = None
+    breast: LevelAUC | None = None        # binary scenarios with known laterality: per-breast scores
+    patient: LevelAUC | None = None       # ... and per-patient ones (the image level stays the headline)
     triple: TripleMetrics | None = None
     cv: CrossValidation | None = None
     incremental: IncrementalComparison | None = None
@@ -168,10 +176,8 @@ class Recorder:
         record.seconds = float(sum(job_info(self.out / "jobs" / j.key / PREDICTIONS).get("seconds", 0.0)
                                    for j in [main] + plan.cv + [j for j in [plan.fn] + plan.fn_halves if j]))
         if plan.cv:
-            aucs = [evaluate.scenario_auc(self.predictions(j)["val"]) for j in plan.cv]
-            record.cv = CrossValidation(folds=len(aucs), aucs=aucs, mean=float(np.mean(aucs)),
-                                        sd=float(np.std(aucs, ddof=1)))
-        if plan.fn_mode == "holdout" and plan.baseline is None and "interval" in main.eval_sets:
+            record.cv = self._cross_validation(plan.cv)
+        if plan.fn_mode == "holdout" and "interval" in main.eval_sets:
             record.false_negative_analysis = self._fn(main, self.predictions(main)["interval"], "holdout",
                                                       record.binary.operating_point.threshold)
         if plan.fn is not None:
@@ -194,10 +200,27 @@ class Recorder:
         if scenario.binary:
             rec.binary = evaluate.binary_metrics(test.label, test.positive_score, ds.patient_id[test.index],
                                                  self.cfg.n_boot, self.cfg.seed)
+            if ds.laterality is not None:
+                rec.breast, rec.patient = evaluate.aggregated_aucs(
+                    test.label, test.positive_score, ds.patient_id[test.index], ds.laterality[test.index],
+                    self.cfg.n_boot, self.cfg.seed)
         else:
             rec.triple = evaluate.triple_metrics(test.label, test.proba, scenario.class_names)
         rec.flags = result_flags(scenario, job, test, rec.binary, self.cfg.pretrain_iters)
         return rec
+
+    def _cross_validation(self, folds) -> CrossValidation:
+        curves = [job_info(self.out / "jobs" / j.key / PREDICTIONS).get("val_curve") for j in folds]
+        if not all(curves):
+            aucs = [evaluate.scenario_auc(self.predictions(j)["val"]) for j in folds]
+            return CrossValidation(len(aucs), aucs, float(np.mean(aucs)), float(np.std(aucs, ddof=1)))
+        chosen = choose_iterations(curves)
+        at = curves[0]["iteration"].index(chosen)
+        table = np.array([c["auc"] for c in curves])          # (folds, checkpoints)
+        aucs = table[:, at].tolist()
+        return CrossValidation(len(aucs), aucs, float(np.mean(aucs)), float(np.std(aucs, ddof=1)), chosen,
+                               list(curves[0]["iteration"]), table.mean(axis=0).tolist(),
+                               table.std(axis=0, ddof=1).tolist())
 
     def _fn(self, job: Job, interval: Predictions, mode, threshold) -> FalseNegativeAnalysis:
         """The interval cancers' P(malignant) (class 1 in both false-negative scenarios) at two rules."""

@@ -148,7 +148,7 @@ def _rewrite_log(path, rows):
 
 def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, scale, checkpoint_path,
           log_path, checkpoint_every=100, resume=True, progress=True, desc="train", class_weights=None,
-          flip=False, shift=0):
+          flip=False, shift=0, on_checkpoint=None):
     """Run SGD until ``opt.iteration == iters``; returns the per-iteration log rows.
 
     * ``images``: (N, S, S) uint8 array or HDF5 dataset; ``indices``/``labels``: the
@@ -159,7 +159,9 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
       the dropout stream are restored and training continues from there; the log
       is cut back to the checkpoint's iteration so it has no duplicated rows.
     * A checkpoint is written atomically every ``checkpoint_every`` iterations and
-      at the end. An exploded loss (:data:`EXPLODED_LOSS`) or a NaN/inf one raises
+      at the end; ``on_checkpoint(iteration)``, when given, runs just before each (the
+      cross-validation folds score their validation images there). It must leave the
+      network's parameters alone: the weights are those of an uninterrupted run either way. An exploded loss (:data:`EXPLODED_LOSS`) or a NaN/inf one raises
       :class:`TrainingDiverged` and keeps the last good checkpoint on disk.
     """
     checkpoint_path, log_path = Path(checkpoint_path), Path(log_path)
@@ -213,6 +215,8 @@ def train(net, opt, images, indices, labels, *, iters, batch_size, seed, mean, s
                 bar.update(1)
             if opt.iteration % checkpoint_every == 0 or opt.iteration == iters:
                 log.flush()
+                if on_checkpoint is not None:
+                    on_checkpoint(opt.iteration)
                 save_checkpoint(checkpoint_path, net, opt)
                 last_good = opt.iteration
     finally:

@@ -212,7 +212,8 @@ def test_predict_on_files_and_a_folder(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["missing input", "out is an input", "batch size 0", "weights only",
-                                  "empty folder", "bad manifest", "explain into a file"])
+                                  "empty folder", "bad manifest", "explain into a file", "out in /proc",
+                                  "out under a file", "run folder as model", "non-finite weights"])
 def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, case):
     out, _ = trained
     model = out / JOB / "model.h5"
@@ -220,6 +221,11 @@ def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, 
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.csv").write_text("image_path,patient_id\nx.dcm,p1\n")
     save_weights(modelfile.load_model(model)[0], tmp_path / "weights.h5")
+    (tmp_path / "afile").write_text("a file, not a folder")
+    nan_model = tmp_path / "nan_model.h5"
+    shutil.copy(model, nan_model)
+    with h5py.File(nan_model, "a") as f:
+        f["conv3/weight"][0, 0, 0, 0] = np.nan
     argv, expect = {
         "missing input": ([model, tmp_path / "nope.dcm", "--out", tmp_path / "s.csv"], "nope.dcm: no such file"),
         "out is an input": ([model, image, "--out", image], "would overwrite an input"),
@@ -229,6 +235,11 @@ def test_predict_refuses_bad_arguments_with_one_line(trained, tmp_path, capsys, 
         "bad manifest": ([model, tmp_path / "bad.csv", "--out", tmp_path / "s.csv"], "column 'exam_id'"),
         "explain into a file": ([model, image, "--out", tmp_path / "s.csv", "--explain", tmp_path / "bad.csv"],
                                 "--explain"),
+        # output paths are checked before any image is read (they used to fail after scoring them all)
+        "out in /proc": ([model, image, "--out", "/proc/x.csv"], "--out /proc/x.csv: cannot write into /proc"),
+        "out under a file": ([model, image, "--out", tmp_path / "afile" / "s.csv"], "is a file, not a folder"),
+        "run folder as model": ([out, image, "--out", tmp_path / "s.csv"], f"model file {out} is a folder"),
+        "non-finite weights": ([nan_model, image, "--out", tmp_path / "s.csv"], "non-finite (NaN or inf) values in conv3.weight"),
     }[case]
     code, stdout, stderr = _predict(capsys, *argv)
     assert code == 2 and stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
@@ -250,3 +261,45 @@ def test_predict_on_the_gpu_matches_the_cpu(trained, tmp_path, capsys):
     assert code == 0
     got = np.array([[float(r["p_negative"]), float(r["p_malignant"])] for r in _read_csv(tmp_path / "g.csv")])
     np.testing.assert_allclose(got, saved, rtol=0, atol=1e-4)
+
+
+def test_a_rerun_replaces_the_previous_tables(trained, tmp_path, capsys):
+    """A rerun with the same --out on plain files (no manifest) must not leave the previous run's
+    per-breast and per-patient tables beside the new scores, as if they were this run's."""
+    out, _ = trained
+    test_rows = _test_rows(trained)[0][:4]
+    manifest = data_prep.write_manifest(test_rows, tmp_path / "manifest.csv")
+    model = out / JOB / "model.h5"
+    assert _predict(capsys, model, manifest, "--out", tmp_path / "s.csv", "--n-boot", "20")[0] == 0
+    assert (tmp_path / "s_breast.csv").exists() and (tmp_path / "s_patient.csv").exists()
+    assert _predict(capsys, model, test_rows[0]["path"], "--out", tmp_path / "s.csv")[0] == 0
+    assert len(_read_csv(tmp_path / "s.csv")) == 1
+    assert not (tmp_path / "s_breast.csv").exists() and not (tmp_path / "s_patient.csv").exists()
+
+
+def test_a_triple_model_on_a_labelled_manifest_reports_its_auc(tmp_path_factory, capsys):
+    """The triple scenario's AUC (the mean of the pairwise AUCs) on a labelled manifest: it used to
+    crash after the CSVs were written."""
+    tmp = tmp_path_factory.mktemp("triple") / "t"
+    tmp.mkdir()
+    run_dir, _ = _run(tmp, "--scenario", "triple", "--test-fraction", "0.25")
+    built = sorted((tmp.parent / "cache" / "synthetic").glob("ffdm-*/dataset_67.h5"))[0]
+    rows = data_prep.read_manifest(built.parent / "manifest.csv")[:40]
+    manifest = data_prep.write_manifest([dict(r, image_path=r["path"]) for r in rows], tmp / "m.csv")
+    code, stdout, stderr = _predict(capsys, run_dir / "jobs/ffdm/triple/tf0.25/main/model.h5", manifest,
+                                    "--out", tmp / "s.csv", "--n-boot", "20")
+    assert code == 0, stderr
+    line = next(l for l in stdout.splitlines() if l.startswith("AUC over"))
+    assert "(mean of the pairwise AUCs; no CI)" in line
+    auc = float(line.split(": ")[1].split(" ")[0])
+    scores = _read_csv(tmp / "s.csv")
+    y = np.array([data_prep.LABEL_CODES[r["label"]] for r in scores])
+    proba = np.array([[float(r[f"p_{n}"]) for n in ("negative", "recalled-benign", "malignant")] for r in scores])
+    from stats import multiclass_auc
+    assert auc == pytest.approx(multiclass_auc(y, proba, average="ovo").auc, abs=5e-4)
+
+
+def test_resume_without_out_says_what_is_missing(capsys):
+    assert run.main(["--resume", "--preset", "tiny", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --resume: expected --out FOLDER, the folder of the run to continue"
