@@ -20,12 +20,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import adapters
-from .build import build_dataset, errors_report_path, load_dataset
+from .build import OUTLIER_EXTENT, OUTLIER_FRACTION, build_dataset, crops_report_path, errors_report_path, load_dataset
 from .figures import plot_crops, plot_examples, plot_preprocessing_steps
 from .manifest import DataPrepError, read_manifest
 from .preprocess import ASPECTS, EQUALIZE_METHODS
 from .readers import check_image_file
-from .synthetic.cohort import DATASETS, synthesize
+from .synthetic.cohort import DATASETS, FILM_ARTIFACTS, synthesize
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--finding-scale", type=float, default=1.0,
                        help="every finding is drawn magnified this many times (default 1; grains grow by both scales)")
     synth.add_argument("--image-size", type=_image_size, default=None, help="ROWSxCOLS, default 640x512")
+    synth.add_argument("--film-artifacts", choices=FILM_ARTIFACTS, default="scanned",
+                       help="DDSM-like films: 'scanned' (default) adds real digitized films' edge bands that "
+                            "brighten towards the edge, frame lines, streaks and markers at the skin line to the "
+                            "'basic' flat strips, labels and dust")
     synth.add_argument("--workers", type=int, default=None)
     synth.add_argument("--quiet", action="store_true")
 
@@ -80,17 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     cbis.add_argument("root")
     cbis.add_argument("csvs", nargs="+")
     cbis.add_argument("--skip-missing", action="store_true", help="leave out images not found under root")
-    mias = sets.add_parser("mini-mias", help="mini-MIAS Info.txt (+ folder of mdbNNN.pgm)")
+    mias = sets.add_parser("mini-mias", help="mini-MIAS Info.txt (+ folder of mdbNNN.pgm); findings from X Y RADIUS")
     mias.add_argument("info_txt")
     mias.add_argument("--images", default=None, help="folder of the .pgm files (default: Info.txt's folder)")
-    inbreast = sets.add_parser("inbreast", help="INbreast.csv + AllDICOMs folder")
+    inbreast = sets.add_parser("inbreast", help="INbreast.csv + AllDICOMs folder; findings from AllXML/*.xml")
     inbreast.add_argument("csv")
     inbreast.add_argument("dicom_dir")
+    inbreast.add_argument("--xml", default=None, help="folder of the ROI files {File Name}.xml "
+                          "(default: AllXML next to the DICOM folder, when it exists)")
     vindr = sets.add_parser("vindr", help="VinDr-Mammo breast-level_annotations.csv + images/ folder "
                             "(BI-RADS 1-2 negative, 3 recalled_benign, 4-5 malignant)")
     vindr.add_argument("csv")
     vindr.add_argument("--images", default=None, help="folder of {study_id}/{image_id}.dicom "
                        "(default: images/ next to the CSV)")
+    vindr.add_argument("--findings", default=None, help="finding_annotations.csv (default: the one next to the CSV, "
+                       "when it exists): boxes with finding categories and BI-RADS")
     cmmd = sets.add_parser("cmmd", help="CMMD clinical table (.xlsx, needs openpyxl, or a CSV export) + TCIA download "
                            "(Benign recalled_benign, Malignant malignant)")
     cmmd.add_argument("clinical_table")
@@ -100,13 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     rsna.add_argument("csv")
     rsna.add_argument("--images", default=None, help="folder of {patient_id}/{image_id}.dcm "
                       "(default: train_images/ next to the CSV)")
-    for sub in (vindr, rsna):
+    for sub in (vindr, rsna, mias):
         sub.add_argument("--skip-missing", action="store_true", help="leave out images not found in the folder")
     folders = sets.add_parser("folders", help="root/<class>/[<patient>/]<image> layout")
     folders.add_argument("root")
     folders.add_argument("--source", default=None)
     for sub in (cbis, mias, inbreast, vindr, cmmd, rsna, folders):
-        sub.add_argument("--out", required=True, help="manifest CSV to write")
+        sub.add_argument("--out", required=True, help="manifest CSV to write (CBIS-DDSM, mini-MIAS, INbreast and "
+                         "VinDr-Mammo also write their annotations beside it, see data_prep.findings)")
 
     steps = commands.add_parser("plot-steps", help="figure: each preprocessing step side by side")
     steps.add_argument("out_png")
@@ -154,7 +163,7 @@ def _check_build(args) -> None:
 
 
 #: What synthesize writes into its folder; a folder holding anything else is not a cohort folder.
-COHORT_ENTRIES = {"images", "manifest.csv", "findings.csv", "cohort.json"}
+COHORT_ENTRIES = {"images", "manifest.csv", "findings.csv", "breast_box.csv", "cohort.json"}
 
 
 def _check_synthesize(args) -> None:
@@ -197,6 +206,20 @@ def _validate(manifest_arg: str, progress: bool) -> int:
     return 0
 
 
+def _build_summary(out: Path) -> str:
+    """What a build made, on a few lines: images, skipped ones, crop outliers (and how to look at them), findings."""
+    attrs = load_dataset(out)["attrs"]
+    lines = [f"{out}: {attrs['n_images']} images, {attrs['n_errors']} skipped (see {errors_report_path(out)})",
+             f"{attrs['n_crop_outliers']} crop outliers (breast_extent < {OUTLIER_EXTENT} or breast_fraction < "
+             f"{OUTLIER_FRACTION}; every image's crop in {crops_report_path(out)}); look at the worst crops with: "
+             f"python -m data_prep plot-crops {out} {out.with_name(out.stem + '.worst_crops.png')}"]
+    if attrs.get("findings_table"):
+        lines.append(f"{attrs['n_findings']} findings from {attrs['findings_table']} stored with the images "
+                     f"({attrs['n_findings_outside']} centred outside the stored image, "
+                     f"{attrs['n_findings_of_skipped_images']} of skipped images left out)")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -204,13 +227,12 @@ def main(argv=None) -> int:
             _check_build(args)
             out = build_dataset(args.manifest, args.out_h5, args.size, args.aspect, args.equalize, args.workers,
                                 resume=not args.no_resume, progress=not args.quiet, rebuild=args.rebuild)
-            attrs = load_dataset(out)["attrs"]
-            print(f"{out}: {attrs['n_images']} images, {attrs['n_errors']} skipped (see {errors_report_path(out)})")
+            print(_build_summary(out))
         elif args.command == "synthesize":
             _check_synthesize(args)
             manifest = synthesize(args.dataset, args.patients, args.seed, args.out, args.difficulty, args.image_size,
                                   args.workers, progress=not args.quiet, grain_scale=args.grain_scale,
-                                  finding_scale=args.finding_scale)
+                                  finding_scale=args.finding_scale, film_artifacts=args.film_artifacts)
             print(manifest)
         elif args.command == "validate":
             return _validate(args.manifest, progress=not args.quiet)
@@ -218,11 +240,11 @@ def main(argv=None) -> int:
             if args.dataset == "cbis-ddsm":
                 rows = adapters.cbis_ddsm_manifest(args.root, args.csvs, args.out, args.skip_missing)
             elif args.dataset == "mini-mias":
-                rows = adapters.mini_mias_manifest(args.info_txt, args.images, args.out)
+                rows = adapters.mini_mias_manifest(args.info_txt, args.images, args.out, args.skip_missing)
             elif args.dataset == "inbreast":
-                rows = adapters.inbreast_manifest(args.csv, args.dicom_dir, args.out)
+                rows = adapters.inbreast_manifest(args.csv, args.dicom_dir, args.out, xml_dir=args.xml)
             elif args.dataset == "vindr":
-                rows = adapters.vindr_manifest(args.csv, args.images, args.out, args.skip_missing)
+                rows = adapters.vindr_manifest(args.csv, args.images, args.out, args.skip_missing, args.findings)
             elif args.dataset == "cmmd":
                 rows = adapters.cmmd_manifest(args.clinical_table, args.dicom_dir, args.out)
             elif args.dataset == "rsna":

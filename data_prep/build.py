@@ -20,12 +20,22 @@ HDF5 layout (format ``aboutalib2018-mammo-dataset``, version :data:`FORMAT_VERSI
   breast_extent < :data:`OUTLIER_EXTENT` or breast_fraction < :data:`OUTLIER_FRACTION` (a good
   crop gives 0.93-1 and 0.65-0.8 on the synthetic cohorts; a crop that kept a film border about
   0.5-0.6 and 0.3-0.5); every image's measures and flag are listed in ``<out stem>.crops.csv``;
+* group ``findings`` (version 3 on), M findings of the stored images from the manifest's findings
+  table (:mod:`data_prep.findings`): ``image_index`` (M,) int32, the image's index in this file;
+  ``finding``, ``role``, ``shape`` (M,) strings; ``rows``, ``cols`` (M,) variable-length float64,
+  the geometry in the original image's pixels, and ``stored_rows``, ``stored_cols`` the same
+  points in the stored image's pixels (through the crop, flip and resize, with
+  :func:`data_prep.preprocess.to_stored_coords`); ``radius_px`` (M,) float64, a circle's radius in
+  original pixels. Read them with :func:`load_findings`;
 * root attributes: every build parameter (with ``preprocess_version``), a description of each
   preprocessing step, the manifest path and fingerprint, library versions, the error count and
-  report name, ``n_crop_outliers``, ``crop_outlier_rule`` and ``crops_report``.
+  report name, ``n_crop_outliers``, ``crop_outlier_rule`` and ``crops_report``, ``n_findings``,
+  ``findings_table`` (its file name, empty without one), ``n_findings_outside`` (findings whose
+  centre lies outside the stored image) and ``n_findings_of_skipped_images``.
 
-Files of format version 1 lack the crop geometry and measures; :func:`load_dataset` loads them
-without those fields.
+Files of format version 1 lack the crop geometry and measures, files of version 1 and 2 the
+findings; :func:`load_dataset` loads them without those fields, :func:`load_findings` gives no
+findings for them.
 
 How a build survives interruption: finished images are written in small HDF5 "part" files
 (:data:`PART_SIZE` images each, each written atomically) in ``<out>.partial/``. A new build with
@@ -55,6 +65,7 @@ import scipy
 import skimage
 
 from .fileio import atomic_output, write_csv_atomic
+from .findings import Finding, StoredFinding, findings_path, read_findings, to_stored_findings
 from .manifest import LABEL_CODES, LABELS, DataPrepError, read_manifest
 from .parallel import parallel_map
 from .preprocess import (
@@ -64,11 +75,12 @@ from .preprocess import (
     PREPROCESS_VERSION,
     THRESHOLD_FRACTION,
     preprocess_steps,
+    stored_scale,
 )
 from .readers import ROBUST_PERCENTILES, ImageReadError, read_image
 
 FORMAT_NAME = "aboutalib2018-mammo-dataset"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Images per part file of a running build: what an interruption can lose at most.
 PART_SIZE = 64
 STRING_FIELDS = ("patient_id", "exam_id", "view", "laterality", "source", "image_path")
@@ -90,9 +102,12 @@ STEP_DESCRIPTIONS = {
     "step_read": ("DICOM: BitsStored, Modality LUT, first VOI LUT item or first window (LINEAR, LINEAR_EXACT, "
                   "SIGMOID), MONOCHROME1 inverted, padding to 0; For Processing or no VOI: percentile window "
                   f"{ROBUST_PERCENTILES}; PNG/TIFF/PGM: divided by 2**bits-1 of the significant bit depth"),
-    "step_mask": ("bright flat strips anchored at the image edges removed (film border, scanner edge); threshold = "
-                  "background + threshold_fraction * (Otsu - background), background = median of the lowest of three "
-                  "Otsu classes; largest 8-connected component, holes filled; on a copy of at most 512 px per side"),
+    "step_mask": ("threshold = background + threshold_fraction * (Otsu - background), background = median of the "
+                  "lowest of three Otsu classes, both without the film edge bands; edge bands removed (at each "
+                  "position along each edge, the depth the foreground reaches in: straight pieces parallel to the "
+                  "edge, at most 15% deep, or lines uniform along the whole edge; followed under the breast by their "
+                  "brightness profile); largest 8-connected component; thin parts sticking out of its body (labels, "
+                  "streaks) cut off; holes filled; on a copy of at most 512 px per side"),
     "step_orient": ("mirror so the chest wall is at the left (left-breast orientation); content first (the side where "
                     "the mask fills its bounding box's edge), laterality if ambiguous"),
     "step_crop": "bounding box of the breast mask, pixels outside the mask set to 0",
@@ -165,17 +180,19 @@ def crops_report_path(out_h5: str | os.PathLike) -> Path:
     return out_h5.with_name(out_h5.stem + ".crops.csv")
 
 
-def _fingerprint(rows: list[dict], settings: dict) -> str:
-    """SHA-256 of everything that decides the output: the manifest rows, the image files and the settings.
+def _fingerprint(rows: list[dict], settings: dict, findings_table: str | None = None) -> str:
+    """SHA-256 of everything that decides the output: the manifest rows, the image files, the
+    findings table and the settings.
 
-    The image files count by their size and modification time (ns), so an image corrected or
-    re-exported at the same path makes a new build instead of returning the old dataset (reading
-    every file's content would cost as much as the build). The settings include the step
-    descriptions, so a changed algorithm never resumes old work.
+    The image files and the findings table count by their size and modification time (ns), so an
+    image corrected or re-exported at the same path makes a new build instead of returning the old
+    dataset (reading every file's content would cost as much as the build). The settings include
+    the step descriptions, so a changed algorithm never resumes old work.
     """
     keys = ("path", "image_path", "patient_id", "exam_id", "laterality", "view", "label", "source", "interval_cancer")
     payload = json.dumps({"rows": [[row[k] for k in keys] for row in rows],
-                          "files": [_file_stat(row["path"]) for row in rows], "settings": settings}, sort_keys=True)
+                          "files": [_file_stat(row["path"]) for row in rows], "settings": settings,
+                          "findings": _file_stat(findings_table) if findings_table else None}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -220,10 +237,41 @@ def _write_part(partial: Path, results: list[tuple]) -> None:
             f[name] = np.array([getattr(r[4], name) for r in results], dtype)
 
 
-def _assemble(out_h5: Path, partial: Path, rows: list[dict], done: dict, attrs: dict) -> None:
+def _write_findings(f: h5py.File, chosen: list[dict], crops: dict, findings: dict[str, list[Finding]],
+                    size: int, aspect: str) -> dict:
+    """Store the findings of the kept images in group ``findings``, in original and stored pixels.
+
+    Returns the attributes that count them: ``n_findings``, ``n_findings_outside`` (centre outside
+    the stored image) and ``n_findings_of_skipped_images`` (their image is not in the file).
+    """
+    stored: list[tuple[int, StoredFinding]] = []
+    for index, row in enumerate(chosen):
+        stored += [(index, s) for s in to_stored_findings(
+            findings.get(row["image_path"], []), crops["crop_box"][index], bool(crops["flipped"][index]),
+            crops["original_shape"][index], size, aspect)]
+    kept = {row["image_path"] for row in chosen}
+    group = f.create_group("findings")
+    strings, floats = h5py.string_dtype("utf-8"), h5py.vlen_dtype(np.float64)
+    group["image_index"] = np.array([i for i, _ in stored], np.int32)
+    for name in ("finding", "role", "shape"):
+        group.create_dataset(name, data=[getattr(s, name) for _, s in stored], dtype=strings)
+    for name, values in (("rows", [s.original.rows for _, s in stored]), ("cols", [s.original.cols for _, s in stored]),
+                         ("stored_rows", [s.rows for _, s in stored]), ("stored_cols", [s.cols for _, s in stored])):
+        ragged = np.empty(len(stored), object)
+        ragged[:] = [np.asarray(v, np.float64) for v in values]
+        group.create_dataset(name, data=ragged, dtype=floats)
+    group["radius_px"] = np.array([s.radius_px for _, s in stored], np.float64)
+    outside = sum(not all(0 <= v < size for v in s.centre) for _, s in stored)
+    return {"n_findings": len(stored), "n_findings_outside": outside,
+            "n_findings_of_skipped_images": sum(len(v) for k, v in findings.items() if k not in kept)}
+
+
+def _assemble(out_h5: Path, partial: Path, rows: list[dict], done: dict, attrs: dict,
+              findings: dict[str, list[Finding]]) -> None:
     """Gather the part files into ``out_h5`` (manifest order, failed images left out), atomically.
 
-    Also writes the crop report (:func:`crops_report_path`) and counts the crop outliers.
+    Also writes the crop report (:func:`crops_report_path`), counts the crop outliers and stores
+    the findings of the kept images (:func:`_write_findings`).
     """
     kept = np.array(sorted(done), np.int64)
     size = attrs["size"]
@@ -259,6 +307,7 @@ def _assemble(out_h5: Path, partial: Path, rows: list[dict], done: dict, attrs: 
         for name in STRING_FIELDS:
             f.create_dataset(name, data=columns[name], dtype=strings)
         f.attrs.update(attrs)
+        f.attrs.update(_write_findings(f, chosen, crops, findings, size, attrs["aspect"]))
         f.attrs["n_images"] = kept.size
         f.attrs["n_crop_outliers"] = int(outlier.sum())
         f.attrs["crop_outlier_rule"] = f"breast_extent < {OUTLIER_EXTENT} or breast_fraction < {OUTLIER_FRACTION}"
@@ -285,8 +334,10 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
     ``resume=False`` starts it over. ``rebuild=True`` builds every image again. Skipped images are
     listed in :func:`errors_report_path` (every image's crop measures in :func:`crops_report_path`)
     and counted in the attributes ``n_errors``, ``skipped_by_reason`` (category of :data:`SKIP_CATEGORIES` -> count) and ``skipped_by_label``,
-    next to ``n_manifest_rows`` and ``manifest_by_label``. Raises :class:`DataPrepError` if no image
-    at all could be prepared.
+    next to ``n_manifest_rows`` and ``manifest_by_label``. The findings table beside a manifest file
+    (:func:`data_prep.findings.findings_path`) is read first (a bad one raises before any image is
+    read) and its findings are stored with the images they belong to (:func:`load_findings`).
+    Raises :class:`DataPrepError` if no image at all could be prepared.
     """
     if aspect not in ASPECTS:
         raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
@@ -297,10 +348,12 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
     size = int(size)
     manifest_path = "" if isinstance(manifest, list) else str(Path(manifest).resolve())
     rows = manifest if isinstance(manifest, list) else read_manifest(manifest)
+    table = findings_path(manifest_path) if manifest_path and findings_path(manifest_path).is_file() else None
+    findings = read_findings(manifest_path) if table else {}
     out_h5 = Path(out_h5)
     settings = {"size": size, "aspect": aspect, "equalize": equalize, "threshold_fraction": THRESHOLD_FRACTION,
                 "format_version": FORMAT_VERSION, "preprocess_version": PREPROCESS_VERSION}
-    fingerprint = _fingerprint(rows, {**settings, **STEP_DESCRIPTIONS})
+    fingerprint = _fingerprint(rows, {**settings, **STEP_DESCRIPTIONS}, str(table) if table else None)
     if not rebuild and out_h5.exists() and _finished_fingerprint(out_h5) == fingerprint:
         return out_h5
 
@@ -338,7 +391,7 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
         **settings, **STEP_DESCRIPTIONS,
         "mean_subtracted": False,
         "build_parameters": json.dumps(settings, sort_keys=True),
-        "manifest_path": manifest_path, "fingerprint": fingerprint,
+        "manifest_path": manifest_path, "fingerprint": fingerprint, "findings_table": table.name if table else "",
         "n_manifest_rows": len(rows), "n_errors": len(errors), "errors_report": report.name,
         "manifest_by_label": _count_json(row["label"] for row in rows),
         "skipped_by_label": _count_json(rows[i]["label"] for i, _ in errors),
@@ -347,7 +400,7 @@ def build_dataset(manifest, out_h5, size: int = 227, aspect: str = "stretch", eq
                                         "scikit-image": skimage.__version__, "pydicom": pydicom.__version__,
                                         "h5py": h5py.__version__}),
     }
-    _assemble(out_h5, partial, rows, done, attrs)
+    _assemble(out_h5, partial, rows, done, attrs, findings)
     shutil.rmtree(partial, ignore_errors=True)
     return out_h5
 
@@ -356,14 +409,47 @@ def load_dataset(path: str | os.PathLike) -> dict:
     """Load a built dataset into memory: a dict of NumPy arrays plus ``"attrs"`` (root attributes).
 
     String datasets come back as arrays of ``str``; ``images`` as (N, size, size) uint8. Files of
-    format version 1 have no crop geometry or measures: those keys are simply absent.
+    format version 1 have no crop geometry or measures: those keys are simply absent. The findings
+    are not among them: :func:`load_findings` reads them.
     """
     with h5py.File(path, "r") as f:
         data = {name: (f[name].asstr()[()].astype(str) if h5py.check_string_dtype(f[name].dtype) else f[name][()])
-                for name in f}
+                for name in f if isinstance(f[name], h5py.Dataset)}
         data["attrs"] = {key: (value.item() if isinstance(value, np.generic) else value)
                          for key, value in f.attrs.items()}
     return data
+
+
+def load_findings(path: str | os.PathLike) -> list[list[StoredFinding]]:
+    """The findings of a built dataset, per image: element i lists image i's :class:`StoredFinding` records.
+
+    Each record holds the finding's geometry in the stored image's pixels (``rows``/``cols``,
+    ``scale``; :meth:`StoredFinding.mask` rasterises it) and, as ``original``, the
+    :class:`data_prep.findings.Finding` as the findings table gave it (original pixels,
+    ``image_path`` as the manifest names the image). A build without findings (none in its
+    manifest's folder, or format version 1-2) gives empty lists.
+    """
+    with h5py.File(path, "r") as f:
+        count = int(f["labels"].shape[0])
+        per_image: list[list[StoredFinding]] = [[] for _ in range(count)]
+        if "findings" not in f:
+            return per_image
+        g = f["findings"]
+        paths = f["image_path"].asstr()[()]
+        crop_box = f["crop_box"][()]
+        names, roles, shapes = (g[k].asstr()[()] for k in ("finding", "role", "shape"))
+        rows, cols, stored_rows, stored_cols = (g[k][()] for k in ("rows", "cols", "stored_rows", "stored_cols"))
+        radius = g["radius_px"][()]
+        size = int(f.attrs["size"])
+        aspect = str(f.attrs.get("aspect", "stretch"))
+        for i, index in enumerate(g["image_index"][()]):
+            original = Finding(str(paths[index]), str(names[i]), str(roles[i]), str(shapes[i]),
+                               tuple(rows[i].tolist()), tuple(cols[i].tolist()), float(radius[i]))
+            scale = tuple(float(v) for v in stored_scale(crop_box[index], size, aspect))
+            per_image[index].append(StoredFinding(original.finding, original.role, original.shape,
+                                                  stored_rows[i].astype(np.float64), stored_cols[i].astype(np.float64),
+                                                  original.radius_px, scale, original))
+    return per_image
 
 
 def compute_mean(source, indices=None, chunk: int = 256) -> np.ndarray:

@@ -6,17 +6,17 @@ pyplot state) and write the PNG atomically.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle
+from matplotlib.patches import Circle, Polygon, Rectangle
 
 from .build import FORMAT_NAME, OUTLIER_EXTENT, OUTLIER_FRACTION, load_dataset
 from .fileio import atomic_output
+from .findings import Finding, read_findings
 from .manifest import LABELS, DataPrepError, read_manifest
 from .preprocess import preprocess_steps
 from .readers import read_image
@@ -59,15 +59,17 @@ def plot_preprocessing_steps(paths, out_png, lateralities=None, size: int = 227,
     return _save(fig, out_png)
 
 
-def _findings_by_image(manifest_path: Path) -> dict[str, list[dict]]:
-    """Ground truth of a synthetic cohort (``findings.csv`` beside the manifest), if there is one."""
-    truth = manifest_path.parent / "findings.csv"
-    found: dict[str, list[dict]] = {}
-    if truth.exists():
-        with open(truth, newline="", encoding="utf-8") as f:
-            for line in csv.DictReader(f):
-                found.setdefault(line["image_path"], []).append(line)
-    return found
+def _draw_finding(ax, finding: Finding) -> None:
+    """Outline one finding on an image shown as read (red: it makes the image's class; yellow: incidental)."""
+    style = {"fill": False, "lw": 0.6, "color": "yellow" if finding.role == "incidental" else "red"}
+    row, col = finding.centre
+    if finding.shape == "circle":
+        ax.add_patch(Circle((col, row), 1.4 * max(finding.radius_px, 2.0), **style))
+    elif finding.shape == "box":
+        (top, bottom), (left, right) = finding.rows, finding.cols
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, **style))
+    else:
+        ax.add_patch(Polygon(np.column_stack([finding.cols, finding.rows]), closed=True, **style))
 
 
 def _pick(labels, per_class: int, seed: int) -> dict[str, np.ndarray]:
@@ -80,9 +82,10 @@ def _pick(labels, per_class: int, seed: int) -> dict[str, np.ndarray]:
 def plot_examples(manifest_or_h5, out_png, per_class: int = 4, seed: int = 0) -> Path:
     """Example images, one row per (source, class), ``per_class`` images per row.
 
-    ``manifest_or_h5`` is a manifest CSV (images shown as read, with the synthetic ground-truth
-    findings circled in red when a ``findings.csv`` lies beside it), a built HDF5 dataset (the
-    stored 227 x 227 images), or a list of such paths, one block of rows each.
+    ``manifest_or_h5`` is a manifest CSV (images shown as read, with the findings of its findings
+    table (:func:`data_prep.findings.read_findings`) drawn in red, incidental ones in yellow: circles,
+    boxes or outlines as annotated), a built HDF5 dataset (the stored 227 x 227 images), or a list
+    of such paths, one block of rows each.
     """
     sources = [manifest_or_h5] if isinstance(manifest_or_h5, (str, os.PathLike)) else list(manifest_or_h5)
     panels = []  # (row title, [(image, caption, circles)])
@@ -94,7 +97,7 @@ def plot_examples(manifest_or_h5, out_png, per_class: int = 4, seed: int = 0) ->
                 panels.append((f"{source.name}\n{label}", [(data["images"][i], data["patient_id"][i], []) for i in chosen]))
         else:
             rows = read_manifest(source)
-            truth = _findings_by_image(source)
+            truth = read_findings(source)
             for label, chosen in _pick([r["label"] for r in rows], per_class, seed).items():
                 shown = []
                 for i in chosen:
@@ -102,7 +105,7 @@ def plot_examples(manifest_or_h5, out_png, per_class: int = 4, seed: int = 0) ->
                     caption = f"{rows[i]['patient_id']} {rows[i]['laterality']}{rows[i]['view']}"
                     if rows[i]["interval_cancer"]:
                         caption += " interval"
-                    caption += "".join(f"\n{t['finding']}" for t in found if t["role"] != "incidental")
+                    caption += "".join(f"\n{t.finding}" for t in found if t.role != "incidental")
                     shown.append((read_image(rows[i]["path"])[0], caption, found))
                 panels.append((f"{source.parent.name}/{source.name}\n{label}", shown))
     columns = max(1, max(len(p[1]) for p in panels))
@@ -116,8 +119,7 @@ def plot_examples(manifest_or_h5, out_png, per_class: int = 4, seed: int = 0) ->
         for ax, (image, caption, found) in zip(row_axes, shown):
             _show(ax, image, caption)
             for t in found:
-                ax.add_patch(Circle((float(t["col"]), float(t["row"])), 1.4 * float(t["radius_px"]), fill=False,
-                                    lw=0.6, color="yellow" if t["role"] == "incidental" else "red"))
+                _draw_finding(ax, t)
     return _save(fig, out_png)
 
 

@@ -72,8 +72,15 @@ class ManifestError(DataPrepError):
 def require_columns(path, header: list[str], columns) -> None:
     """Raise :class:`ManifestError` naming every one of ``columns`` missing from ``header``."""
     missing = [c for c in columns if c not in header]
-    if missing:
-        raise ManifestError(path, [ManifestProblem(1, c, "", "this column in the header") for c in missing])
+    if not missing:
+        return
+    expected = f"a comma-separated header line naming the columns {','.join(columns)}"
+    if not any(header):
+        raise ManifestError(path, [ManifestProblem(1, "header", "an empty file", expected)])
+    for separator, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if len(header) == 1 and separator in header[0]:
+            raise ManifestError(path, [ManifestProblem(1, "header", f"columns separated by {name}", expected)])
+    raise ManifestError(path, [ManifestProblem(1, c, "", "this column in the header") for c in missing])
 
 
 def _check_row(raw: dict, line: int, problems: list[ManifestProblem]) -> dict:

@@ -99,6 +99,8 @@ def test_mini_mias(tmp_path):
         "mdb005 F CIRC B 477 133 30\n"
         "mdb005 F CIRC M 500 168 26\n"
         "mdb004 D NORM\n")
+    for number in range(1, 6):
+        touch(tmp_path / f"mdb{number:03d}.pgm")
     rows = {r["image_path"].split("/")[-1]: r for r in mini_mias_manifest(tmp_path / "Info.txt")}
     assert set(rows) == {"mdb001.pgm", "mdb002.pgm", "mdb003.pgm", "mdb004.pgm", "mdb005.pgm"}
     assert (rows["mdb001.pgm"]["laterality"], rows["mdb002.pgm"]["laterality"]) == ("R", "L")   # even = left

@@ -243,10 +243,11 @@ def test_skip_category_of_a_missing_decoder_and_of_anything_else(tmp_path):
 def test_build_records_crop_geometry_measures_and_outliers(tmp_path, capsys):
     manifest = make_cohort(tmp_path)
     rows = list(csv.DictReader(open(manifest)))
-    # A textured bar across the whole width joined to a breast: not a flat film border, so the crop
-    # keeps the full width and the breast fills only part of it -- a crop outlier.
+    # A thick textured bar across the whole width joined to a breast, away from the image edges:
+    # neither a film band nor a thin attachment, so the crop keeps the full width and the breast
+    # fills only part of it -- a crop outlier.
     image = breast_image(100, 120, "left", level=0.5)
-    image[20:24, :] = 0.3 + 0.6 * np.random.default_rng(0).random((4, 120))
+    image[20:27, :] = 0.3 + 0.6 * np.random.default_rng(0).random((7, 120))
     Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(tmp_path / "bar.png")
     rows.append({**rows[0], "image_path": "bar.png", "patient_id": "PB", "exam_id": "EB"})
     write_manifest(rows, manifest)

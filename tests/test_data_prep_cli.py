@@ -147,3 +147,22 @@ def test_synthesize_refuses_a_folder_that_is_not_a_cohort(tmp_path, capsys):
     one_error_line(capsys, "--patients: got 0")
     assert main(["synthesize", "--dataset", "ffdm", "--patients", "2", "--out", str(tmp_path / "notes.txt")]) == 2
     one_error_line(capsys, "is a file")
+
+
+def test_build_summary_names_the_crop_outliers_and_the_command_to_look_at_them(tmp_path, capsys):
+    breast = breast_image(100, 120, "left", level=0.5)
+    barred = breast.copy()
+    barred[20:27, :] = 0.3 + 0.6 * np.random.default_rng(0).random((7, 120))   # thick, textured, film-wide
+    rows = []
+    for name, image in (("a.png", breast), ("b.png", breast[:, ::-1]), ("bar.png", barred)):
+        Image.fromarray(np.rint(image * 4095).astype(np.uint16)).save(tmp_path / name)
+        rows.append({"image_path": name, "patient_id": name, "exam_id": name, "laterality": "L", "view": "CC",
+                     "label": "negative", "source": "t"})
+    write_manifest(rows, tmp_path / "m.csv")
+    out = tmp_path / "d.h5"
+    assert main(["build", str(tmp_path / "m.csv"), str(out), "--size", "32", "--workers", "1", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 crop outliers (breast_extent < 0.85 or breast_fraction < 0.3" in printed
+    command = printed.split("look at the worst crops with: ")[1].split()
+    assert command[:4] == ["python", "-m", "data_prep", "plot-crops"] and command[4] == str(out)
+    assert main(command[3:]) == 0 and Path(command[5]).stat().st_size > 0        # the command as printed works

@@ -34,3 +34,26 @@ def test_examples_figure_from_manifest_and_h5(tmp_path):
     single = Image.open(plot_examples(manifest, tmp_path / "m.png", per_class=2))
     both = Image.open(plot_examples([manifest, h5], tmp_path / "both.png", per_class=2))
     assert both.size[1] > 1.8 * single.size[1]                                 # 3 class rows per source
+
+
+def test_examples_figure_draws_each_annotation_as_annotated(tmp_path, monkeypatch):
+    from matplotlib.patches import Circle, Polygon, Rectangle
+
+    from data_prep import figures
+    from data_prep.findings import Finding, findings_path, write_findings
+    from data_prep.manifest import write_manifest
+
+    Image.fromarray(np.rint(breast_image(90, 70) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    write_manifest([{"image_path": "a.png", "patient_id": "p", "exam_id": "e", "laterality": "L", "view": "CC",
+                     "label": "malignant", "source": "t"}], tmp_path / "set.csv")
+    write_findings(findings_path(tmp_path / "set.csv"), [
+        Finding("a.png", "mass", "malignant", "outline", (20.0, 20.0, 40.0), (10.0, 30.0, 10.0)),
+        Finding("a.png", "calc", "incidental", "circle", (50.0,), (20.0,), 3.0),
+        Finding("a.png", "box", "malignant", "box", (60.0, 70.0), (5.0, 25.0))])
+    drawn = []
+    original = figures._draw_finding
+    monkeypatch.setattr(figures, "_draw_finding", lambda ax, f: (original(ax, f), drawn.append(ax.patches[-1])))
+    figures.plot_examples(tmp_path / "set.csv", tmp_path / "e.png", per_class=1)
+    assert [type(p) for p in drawn] == [Polygon, Circle, Rectangle]
+    assert [p.get_edgecolor()[:3] for p in drawn] == [(1.0, 0.0, 0.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    assert drawn[2].get_xy() == (4.5, 59.5) and (drawn[2].get_width(), drawn[2].get_height()) == (21.0, 11.0)

@@ -1,5 +1,5 @@
 """Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty,
-calcification grain scale, finding magnification."""
+calcification grain scale, finding magnification, scanned-film artefacts."""
 
 import csv
 import json
@@ -226,3 +226,33 @@ def test_breast_box_truth_and_generator_version(ffdm, tmp_path):
         np.testing.assert_allclose([int(box[k]) for k in ("top", "bottom", "left", "right")],
                                    [inside_rows[0], inside_rows[-1] + 1, inside_cols[0], inside_cols[-1] + 1], atol=3)
         assert box["mirrored"] == str(int(row["laterality"] == "R")) and box["artifacts"] == ""
+
+
+def test_scanned_film_artifacts_leave_the_film_underneath_unchanged(tmp_path):
+    """The scanned-film artefacts come from a random stream of their own: the breast, its findings and
+    the basic artefacts are those of the basic film mode, and only the artefacts' pixels change."""
+    basic = synthesize("ddsm", 6, seed=2, out_dir=tmp_path / "basic", image_size=SIZE, workers=1, progress=False,
+                       film_artifacts="basic")
+    scanned = synthesize("ddsm", 6, seed=2, out_dir=tmp_path / "scanned", image_size=SIZE, workers=1, progress=False)
+    assert basic.read_text() == scanned.read_text() and findings_of(basic) == findings_of(scanned)
+    assert json.loads((scanned.parent / "cohort.json").read_text())["film_artifacts"] == "scanned"
+    boxes = {}
+    for name in ("basic", "scanned"):
+        with open(tmp_path / name / "breast_box.csv", newline="") as f:
+            boxes[name] = {r["image_path"]: r for r in csv.DictReader(f)}
+    changed = 0
+    for row in read_manifest(scanned):
+        before = np.asarray(Image.open(tmp_path / "basic" / row["image_path"]), np.int32)
+        after = np.asarray(Image.open(row["path"]), np.int32)
+        b, s = boxes["basic"][row["image_path"]], boxes["scanned"][row["image_path"]]
+        assert s["artifacts"].startswith(b["artifacts"]) and s["mirrored"] == b["mirrored"]
+        extra = s["artifacts"][len(b["artifacts"]):].strip(";")
+        assert (before != after).any() == bool(extra), (row["image_path"], extra)
+        if extra:
+            changed += 1
+            assert (before != after).mean() < 0.3                  # edges, lines, streaks: not the breast
+        if "_touching" in extra:                                    # a band drawn into the breast touches it
+            assert s["border_touches"] == "1"
+    assert changed > 0.5 * len(read_manifest(scanned)) and after.max() <= 4095
+    with pytest.raises(ValueError, match="film_artifacts"):
+        synthesize("ddsm", 2, 0, tmp_path / "x", film_artifacts="dusty")

@@ -2,4 +2,6 @@
 
 #: Version of the generator's output, recorded in every cohort.json; caches keyed on it are rebuilt
 #: when it changes. 2: film borders touching the breast, labels across the skin line, breast_box.csv.
-GENERATOR_VERSION = 2
+#: 3: the DDSM-like films' scanned-film artefacts (ramp edge bands, frame lines, streaks, markers at
+#: the skin), findings.csv in the findings table format (``shape`` and ``points`` columns).
+GENERATOR_VERSION = 3

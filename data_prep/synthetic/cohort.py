@@ -18,7 +18,9 @@ datasets):
 * FFDM only: 9% of malignant patients (the paper's 34 of 375) are interval cancers: a smaller,
   fainter lesion in a dense breast, flagged ``interval_cancer=1``. DDSM has no interval flag;
 * the DDSM-like cohort differs from the FFDM-like one only by the film: its characteristic curve
-  saturates bright findings, and it adds film noise and artefacts.
+  saturates bright findings, and it adds film noise and artefacts; ``film_artifacts="scanned"``
+  (the default) adds those of real digitized films (ramp edge bands, frame lines, streaks, markers
+  at the skin; :mod:`data_prep.synthetic.scanner`), ``"basic"`` leaves them out.
 
 ``difficulty`` divides every lesion's contrast: 1 is the default, 2 halves the contrast (harder),
 0.5 doubles it (easier); the anatomy does not change with it, so it is a clean, monotone knob.
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_output, write_csv_atomic
+from ..findings import Finding, findings_path, write_findings
 from ..manifest import LABELS, write_manifest
 from ..parallel import parallel_map
 from .anatomy import BreastShape, render_view
@@ -46,12 +49,18 @@ from .encode import breast_box_in_file, study_date, write_ffdm_dicom, write_film
 from .lesions import (
     BENIGN_KINDS,
     MALIGNANT_KINDS,
-    Finding,
+    Lesion,
     draw_finding,
     sample_finding,
 )
 
 DATASETS = ("ffdm", "ddsm")
+#: Film artefact sets of the DDSM-like cohort: the basic flat strips, labels and dust, or those plus
+#: what real digitized films show (see :mod:`data_prep.synthetic.scanner`).
+FILM_ARTIFACTS = ("basic", "scanned")
+#: The scanned-film artefacts' random stream is the view's stream key plus this number, so the
+#: film underneath them is the same as in the basic mode.
+SCANNER_STREAM = 1
 #: Patients per class in the paper's cohorts (negative, recalled_benign, malignant).
 PAPER_COHORTS = {"ffdm": (552, 376, 375), "ddsm": (695, 850, 867)}
 #: Default synthetic image (rows, cols): about 1/5 of a 3328 x 2560 detector, so a cohort is fast.
@@ -63,8 +72,8 @@ DENSITY_MIX = {"negative": (0.10, 0.42, 0.38, 0.10), "recalled_benign": (0.05, 0
                "malignant": (0.07, 0.37, 0.42, 0.14)}
 INTERVAL_FRACTION = 34 / 375
 DATASET_CODE = {"ffdm": 1, "ddsm": 2}
-TRUTH_COLUMNS = ("image_path", "patient_id", "laterality", "view", "finding", "role", "row", "col", "radius_px",
-                 "diameter_mm", "contrast")
+#: Columns ``findings.csv`` adds to the findings table's (:data:`data_prep.findings.FINDING_COLUMNS`).
+TRUTH_EXTRA_COLUMNS = ("patient_id", "laterality", "view", "diameter_mm", "contrast")
 #: Columns of ``breast_box.csv``: the breast's true bounding box in the written file's pixels
 #: (rows [top, bottom), columns [left, right)), whether the file is mirrored, whether a film
 #: border or a label touches the breast, and the artefacts drawn (``;``-separated).
@@ -122,9 +131,12 @@ def _place(rng: np.random.Generator, zone: np.ndarray) -> tuple[float, float]:
     return float(row), float(col)
 
 
-def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficulty: float, finding_scale: float,
-                image_shape, folder: Path, view_rng: np.random.Generator) -> tuple[list[tuple], tuple]:
-    """Draw one view with its findings, write its file; return its findings lines and its breast-box line."""
+def _write_view(info: dict, shape: BreastShape, findings: list[Lesion], difficulty: float, finding_scale: float,
+                image_shape, folder: Path, view_rng: np.random.Generator,
+                scanner_rng: np.random.Generator | None = None) -> tuple[list[tuple], tuple]:
+    """Draw one view with its findings, write its file; return its findings lines and its breast-box line.
+
+    ``scanner_rng`` (film only) draws the scanned-film artefacts; None leaves them out."""
     drawn = render_view(view_rng, shape, info["view"], image_shape, info["spacing_mm"])
     image = drawn.attenuation
     if info["view"] == "MLO" and view_rng.random() < 0.15:  # axillary/intramammary lymph node
@@ -140,14 +152,15 @@ def _write_view(info: dict, shape: BreastShape, findings: list[Finding], difficu
         mirrored = info["laterality"] == "R"
         box = (relative, *breast_box_in_file(image > 0, mirrored), int(mirrored), 0, 0, "")
     else:
-        film = write_film_png(folder / info["name"], image, info, view_rng)
+        film = write_film_png(folder / info["name"], image, info, view_rng, scanner_rng)
         mirrored = film["mirrored"]
         box = (relative, *film["breast_box"], int(mirrored), int(film["border_touches"]), int(film["label_touches"]),
                ";".join(film["artifacts"]))
-    return [(relative, info["patient_id"], info["laterality"], info["view"], finding.kind, finding.role,
-             round(row, 1), round(image_shape[1] - 1 - col if mirrored else col, 1), round(radius, 1),
-             round(finding.diameter_mm, 2), round(finding.contrast, 4))
-            for finding, (row, col), radius in placed], box
+    return [(Finding(relative, lesion.kind, lesion.role, "circle", (round(row, 1),),
+                     (round(image_shape[1] - 1 - col if mirrored else col, 1),), round(radius, 1)),
+             (info["patient_id"], info["laterality"], info["view"], round(lesion.diameter_mm, 2),
+              round(lesion.contrast, 4)))
+            for lesion, (row, col), radius in placed], box
 
 
 def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
@@ -156,7 +169,8 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
     The patient's random stream fixes density, breast size, affected side and findings; each view
     has its own stream (seed, dataset, patient, view), so views never shift each other's draws.
     """
-    dataset, index, label, interval, seed, difficulty, grain_scale, finding_scale, image_shape, out_dir = task
+    (dataset, index, label, interval, seed, difficulty, grain_scale, finding_scale, image_shape, out_dir,
+     film_artifacts) = task
     rng = np.random.default_rng([seed, DATASET_CODE[dataset], index])
     patient_id = f"{dataset.upper()}{index:05d}"
     spacing = FIELD_HEIGHT_MM / image_shape[0]
@@ -179,9 +193,12 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
             info = {"dataset": dataset, "patient_id": patient_id, "exam_id": f"{patient_id}_E1", "laterality": side,
                     "view": view, "spacing_mm": spacing, "seed": seed, "study_date": date, "instance": instance,
                     "name": f"{patient_id}_{side}_{view}." + ("dcm" if dataset == "ffdm" else "png")}
-            view_rng = np.random.default_rng([seed, DATASET_CODE[dataset], index, instance])
+            stream = [seed, DATASET_CODE[dataset], index, instance]
+            view_rng = np.random.default_rng(stream)
+            scanner_rng = (np.random.default_rng([*stream, SCANNER_STREAM])
+                           if dataset == "ddsm" and film_artifacts == "scanned" else None)
             found, box = _write_view(info, shape, affected if side == affected_side else other, difficulty,
-                                     finding_scale, image_shape, folder, view_rng)
+                                     finding_scale, image_shape, folder, view_rng, scanner_rng)
             truth += found
             boxes.append(box)
             rows.append({"image_path": f"images/{patient_id}/{info['name']}", "patient_id": patient_id,
@@ -192,7 +209,7 @@ def _make_patient(task: tuple) -> tuple[list[dict], list[tuple], list[tuple]]:
 
 def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: float = 1.0, image_size=None,
                workers: int | None = None, progress: bool = True, grain_scale: float = 1.0,
-               finding_scale: float = 1.0) -> Path:
+               finding_scale: float = 1.0, film_artifacts: str = "scanned") -> Path:
     """Generate a synthetic cohort into ``out_dir``; return the path of its manifest CSV.
 
     Parameters
@@ -217,11 +234,19 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     image_size : (rows, cols) of the images, default :data:`DEFAULT_IMAGE_SIZE` (640 x 512, pixel
         spacing 0.364 mm). The field of view stays 233 mm high, so (3328, 2560) gives a
         full-resolution 70 um image; the spacing is written in ImagerPixelSpacing.
+    film_artifacts : "scanned" (default) or "basic", the DDSM-like films' artefacts (:data:`FILM_ARTIFACTS`):
+        "basic" draws flat unexposed strips, labels, a lead marker, dust and scanner-edge lines;
+        "scanned" adds, from a random stream of their own (the films are otherwise the same), what
+        real digitized films show: edge bands whose brightness rises towards the film's edge (full,
+        partial or with a gap, touching the breast or not), thin frame lines, streaks along the scan
+        direction and orientation markers across the skin line. The FFDM-like cohort ignores it.
     workers : processes (default all cores); progress : show a progress bar.
 
     Writes ``manifest.csv`` (read it with :func:`data_prep.manifest.read_manifest`),
-    ``images/<patient>/<patient>_<L|R>_<CC|MLO>.<dcm|png>``, ``findings.csv`` (ground truth:
-    each finding's kind, role, centre and radius in the stored image's pixels), ``breast_box.csv``
+    ``images/<patient>/<patient>_<L|R>_<CC|MLO>.<dcm|png>``, ``findings.csv`` (ground truth in the
+    findings table format of :mod:`data_prep.findings`, read it with :func:`data_prep.read_findings`:
+    each finding's kind, role, centre and drawn radius in the written file's pixels, plus
+    :data:`TRUTH_EXTRA_COLUMNS`), ``breast_box.csv``
     (ground truth per image: the breast's bounding box in the file's pixels and the film artefacts
     drawn, see :data:`BOX_COLUMNS`) and ``cohort.json`` (parameters, counts, ``generator_version``). The manifest is written last, atomically: if it
     exists, the cohort is complete.
@@ -236,6 +261,8 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
         raise ValueError(f"grain_scale must be > 0 (1 = real calcification grain sizes), got {grain_scale}")
     if not finding_scale > 0:
         raise ValueError(f"finding_scale must be > 0 (1 = findings at their real size), got {finding_scale}")
+    if film_artifacts not in FILM_ARTIFACTS:
+        raise ValueError(f"film_artifacts must be one of {FILM_ARTIFACTS}, got {film_artifacts!r}")
     image_shape = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
     if len(image_shape) != 2 or min(image_shape) < 64:
         raise ValueError(f"image_size must be (rows, cols) of at least 64 pixels each, got {image_size}")
@@ -250,17 +277,19 @@ def synthesize(dataset: str, n_patients: int, seed: int, out_dir, difficulty: fl
     interval[rng.choice(malignant, n_interval, replace=False)] = True
 
     tasks = [(dataset, i + 1, str(labels[i]), bool(interval[i]), int(seed), float(difficulty), float(grain_scale),
-              float(finding_scale), image_shape, str(out_dir))
+              float(finding_scale), image_shape, str(out_dir), film_artifacts)
              for i in range(labels.size)]
     results = dict(parallel_map(_make_patient_keyed, tasks, workers, progress, desc=f"synthesize {dataset}",
                                 unit="patient"))
     rows = [row for i in sorted(results) for row in results[i][0]]
     truth = [line for i in sorted(results) for line in results[i][1]]
-    write_csv_atomic(out_dir / "findings.csv", TRUTH_COLUMNS, truth)
+    write_findings(findings_path(out_dir / "manifest.csv"), [f for f, _ in truth], TRUTH_EXTRA_COLUMNS,
+                   [extra for _, extra in truth])
     boxes = [line for i in sorted(results) for line in results[i][2]]
     write_csv_atomic(out_dir / "breast_box.csv", BOX_COLUMNS, boxes)
     summary = {"dataset": dataset, "n_patients": int(n_patients), "seed": int(seed), "difficulty": float(difficulty),
                "grain_scale": float(grain_scale), "finding_scale": float(finding_scale),
+               "film_artifacts": film_artifacts if dataset == "ddsm" else None,
                "image_size": list(image_shape), "pixel_spacing_mm": FIELD_HEIGHT_MM / image_shape[0],
                "class_counts": counts, "interval_cancers": n_interval, "n_images": len(rows),
                "generator": "data_prep.synthetic", "generator_version": GENERATOR_VERSION,

@@ -16,7 +16,10 @@ characteristic (H&D) curve -> grey level through the inverse of a DDSM digitizer
 (HOWTEK or LUMISYS, 12 bits), with film grain, digitizer noise and scan-line streaks, an unexposed
 film-edge band, burned-in labels ("LCC", a case number), a lead marker, dust and scanner-edge
 lines; in :data:`TOUCHING_FRACTION` of the films an unexposed border touching the breast and a
-label across the skin line; written as a 16-bit PNG.
+label across the skin line; written as a 16-bit PNG. The "scanned" film mode adds what real
+digitized films show besides (:mod:`data_prep.synthetic.scanner`): edge bands whose brightness
+rises towards the film's edge, full or partial, touching the breast or not; thin frame lines;
+streaks along the scan direction; orientation markers across the skin line.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from scipy import ndimage
 
 from ..fileio import atomic_output
 from ..preprocess import mask_box
+from .scanner import add_scanned_film_artifacts
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -175,7 +179,8 @@ def film_grey_levels(attenuation: np.ndarray, rng: np.random.Generator) -> tuple
     return np.clip(grey, 0, 4095).astype(np.float32), digitizer
 
 
-def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.random.Generator) -> dict:
+def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.random.Generator,
+                   scanner_rng: np.random.Generator | None = None) -> dict:
     """Write a DDSM-like digitized film mammogram as a 16-bit PNG (12 significant bits).
 
     Every film has the usual artefacts away from the breast: an unexposed film-edge band on the
@@ -184,13 +189,15 @@ def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.rand
     :data:`TOUCHING_FRACTION` of the films also has what makes real CBIS-DDSM crops fail: the
     cassette's unexposed border as a bright strip along the chest-wall edge (so it touches the
     breast; slightly tilted), in half of them a second strip along the top or bottom edge, and the
-    view label burned in across the skin line.
+    view label burned in across the skin line. With ``scanner_rng`` (the "scanned" film mode) the
+    real-film artefacts of :func:`data_prep.synthetic.scanner.add_scanned_film_artifacts` are drawn
+    on top, from that stream alone, so the film underneath is the same as without them.
 
     Returns the digitizer, whether the film was mirrored, the drawn artefacts (names relative to
-    the breast: chest_wall, nipple_side, top, bottom), whether a border or the label touches the
-    breast, and ``breast_box``: (top, bottom, left, right), rows [top, bottom) and columns
-    [left, right) of the written file that hold the breast's visible part (attenuation > 0, not
-    covered by a border strip).
+    the breast: chest_wall, nipple_side, top, bottom), whether a border (band, frame line) or the
+    label (marker) touches the breast, and ``breast_box``: (top, bottom, left, right), rows
+    [top, bottom) and columns [left, right) of the written file that hold the breast's visible part
+    (attenuation > 0, not covered by a border strip, band or frame line).
     """
     grey, digitizer = film_grey_levels(attenuation, rng)
     rows, cols = grey.shape
@@ -238,6 +245,19 @@ def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.rand
     label_mask = np.zeros(grey.shape, bool)
     _stamp(label_mask, label > 0.5, *label_at, True)
     visible &= ~border
+    border_touches = bool((border & touches_breast).any())
+    if scanner_rng is not None:
+        background = DIGITIZERS[digitizer](3.6)  # the film's maximum density: exposed film beside the breast
+        bordered = {name.removeprefix("border_").removeprefix("film_edge_") for name in artifacts
+                    if name.startswith(("border_", "film_edge_"))}
+        scanned = add_scanned_film_artifacts(grey, visible, background, unexposed,
+                                             _text_patch(info["laterality"], rows * 0.045), bordered, scanner_rng)
+        visible &= ~scanned.covered
+        artifacts += scanned.artifacts
+        border_touches |= scanned.touches
+        if scanned.marker is not None:
+            label_mask |= scanned.marker
+        np.clip(grey, 0.0, 4095.0, out=grey)  # streaks add to the grey levels; the file keeps 12 bits
     specks = rng.integers(0, [rows, cols], (int(rng.integers(5, 20)), 2))
     grey[specks[:, 0], specks[:, 1]] = rng.choice([0.0, 4095.0], len(specks))
     mirrored = (info["laterality"] == "R") != (rng.random() < 0.5)  # film scans face either way
@@ -246,7 +266,7 @@ def write_film_png(path: Path, attenuation: np.ndarray, info: dict, rng: np.rand
     with atomic_output(path) as tmp:
         Image.fromarray(np.rint(grey).astype(np.uint16)).save(tmp, format="PNG", compress_level=0)
     return {"digitizer": digitizer, "mirrored": bool(mirrored), "artifacts": artifacts,
-            "border_touches": bool((border & touches_breast).any()),
+            "border_touches": border_touches,
             "label_touches": bool((label_mask & touches_breast).any()),
             "breast_box": breast_box_in_file(visible, mirrored)}
 

@@ -13,7 +13,7 @@ Kinds, by the class that produces them (data_formats.md section 3 and BI-RADS de
 * incidental, in every class (so a bright spot alone does not give the class away):
   ``lymph_node`` (small oval with a fatty hilum) and ``vascular_calcs`` (tram-track lines).
 
-A :class:`Finding` fixes a finding's kind, size, contrast and shape seed; the same finding is drawn
+A :class:`Lesion` fixes a finding's kind, size, contrast and shape seed; the same finding is drawn
 in the CC and the MLO view of its breast, at a position each view chooses in its glandular zone.
 Calcification grains are drawn with their integrated brightness preserved when they are smaller
 than a pixel, so that a cluster still shows after downsampling to about 100-227 pixels; spicules
@@ -51,7 +51,7 @@ DIAMETER_MM = {"spiculated_mass": (8, 24), "irregular_mass": (10, 28), "oval_mas
 
 
 @dataclass(frozen=True)
-class Finding:
+class Lesion:
     """One finding of one breast, drawn identically (up to position) in its CC and MLO views."""
 
     kind: str
@@ -64,16 +64,16 @@ class Finding:
 
 
 def sample_finding(rng: np.random.Generator, kind: str, role: str, contrast_scale: float, size_scale: float = 1.0,
-                   grain_scale: float = 1.0, finding_scale: float = 1.0) -> Finding:
+                   grain_scale: float = 1.0, finding_scale: float = 1.0) -> Lesion:
     """Draw a finding of ``kind``; ``contrast_scale`` is 1/difficulty (times 0.5 for interval cancers).
 
     ``grain_scale`` enlarges the grains of calcifications (not their cluster's extent); other kinds
-    ignore it. ``finding_scale`` magnifies the whole finding when it is drawn (``Finding.scale``); it
+    ignore it. ``finding_scale`` magnifies the whole finding when it is drawn (``Lesion.scale``); it
     draws nothing from ``rng``, so a cohort's findings stay the same ones at every scale.
     """
     lo, hi = CONTRAST[kind]
     dlo, dhi = DIAMETER_MM[kind]
-    return Finding(kind, float(rng.uniform(dlo, dhi) * size_scale), float(rng.uniform(lo, hi) * contrast_scale),
+    return Lesion(kind, float(rng.uniform(dlo, dhi) * size_scale), float(rng.uniform(lo, hi) * contrast_scale),
                    int(rng.integers(2 ** 31)), role, float(grain_scale) if kind in CALC_KINDS else 1.0,
                    float(finding_scale))
 
@@ -163,7 +163,7 @@ def _branching_path(rng, length_mm, steps):
     return np.concatenate([trunk, branch])
 
 
-def draw_finding(image: np.ndarray, finding: Finding, centre: tuple[float, float], spacing: float) -> float:
+def draw_finding(image: np.ndarray, finding: Lesion, centre: tuple[float, float], spacing: float) -> float:
     """Draw ``finding`` into ``image`` (attenuation, modified in place) at ``centre`` (row, col).
 
     Returns the radius in pixels of the drawn region (for the ground-truth file). The shape depends

@@ -14,7 +14,7 @@ MG_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 def write_dicom(path, stored: np.ndarray, bits_stored: int = 12, photometric: str = "MONOCHROME2",
                 compress_rle: bool = False, **tags) -> Path:
-    """Write a minimal MG DICOM with the given stored values (uint16) and extra tags.
+    """Write a minimal MG DICOM with the given stored values (uint16, or uint8 with ``bits_stored`` 8) and extra tags.
 
     Tags whose value is a list of dicts become sequences, e.g.
     ``ViewCodeSequence=[{"CodeValue": "399368009", "CodingSchemeDesignator": "SCT"}]``.
@@ -29,7 +29,8 @@ def write_dicom(path, stored: np.ndarray, bits_stored: int = 12, photometric: st
     ds.Modality = "MG"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    allocated = 8 if bits_stored == 8 else 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, bits_stored, bits_stored - 1, 0
     for keyword, value in tags.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             items = []
@@ -40,7 +41,7 @@ def write_dicom(path, stored: np.ndarray, bits_stored: int = 12, photometric: st
                 items.append(item)
             value = Sequence(items)
         setattr(ds, keyword, value)
-    stored = np.ascontiguousarray(stored, dtype=np.uint16)
+    stored = np.ascontiguousarray(stored, dtype=np.uint8 if allocated == 8 else np.uint16)
     ds.PixelData = stored.tobytes()
     if compress_rle:
         from pydicom.uid import RLELossless
