@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A one-node SLURM on this machine, for tests/test_cluster.py's `--cluster slurm` test (and for trying
-# the grid on SLURM without a cluster). Needs root (apt-get, daemons). Idempotent: with SLURM already
-# answering, it only says so. Prints one line: what runs, or why it could not be started (exit 1).
+# A one-node SLURM on this machine, for the `--cluster slurm` tests (tests/test_cluster.py,
+# tests/test_cluster_recipes.py, tests/test_grid_study.py) and for trying the grid on SLURM without
+# a cluster. Needs root (apt-get, daemons). Idempotent: with SLURM already answering, it only says
+# so. Prints one line: what runs, or why it could not be started (exit 1).
 #
 #   bash bench/slurm_local.sh
 #

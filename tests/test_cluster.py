@@ -1,9 +1,11 @@
-"""The job-graph engine (pipeline/cluster.py): same result files sequentially, on local Dask workers,
-after a worker is killed mid-job, and on a real one-node SLURM (bench/slurm_local.sh); BLAS threads
-and devices per worker; idempotence; the --cluster / --slurm-* checks."""
+"""The job-graph engine (pipeline/cluster.py): same result files sequentially, on local Dask workers
+(TLS on 127.0.0.1), on a plain tcp:// scheduler, after a worker is killed mid-job, and on a real
+one-node SLURM through TLS (bench/slurm_local.sh); BLAS threads and devices per worker; idempotence;
+the --cluster / --tls-* / --dashboard / --slurm-* checks; SLURM's temporary credentials."""
 import argparse
 import importlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +22,10 @@ from data_prep.fileio import atomic_output
 # (leaving a set() would otherwise remove them with the keys it added).
 importlib.import_module("dask_jobqueue")
 
-from pipeline.cluster import (GridJob, JobsFailed, SlurmOptions, add_cluster_arguments, cluster_arguments,
-                              cores_per_worker, open_client, parse_cluster, run_jobs, slurm_cluster_kwargs,
-                              walltime_seconds)
+from pipeline.cluster import (CREDENTIALS_PREFIX, ClusterRequest, GridJob, JobsFailed, SlurmOptions,
+                              add_cluster_arguments, cluster_arguments, cores_per_worker, open_client, parse_cluster,
+                              run_jobs, slurm_cluster_kwargs, temporary_credentials, walltime_seconds)
+from pipeline.errors import UserError
 
 # ---------------------------------------------------------------------------- toy jobs
 def _save(path, array):
@@ -125,10 +128,24 @@ def test_local_cluster_gives_the_sequential_files(client, sequential_results, tm
     assert_same_files(run_jobs(toy_graph(tmp_path), client=client, progress=False), sequential_results)
 
 
-def test_tcp_address_reaches_a_running_scheduler(client, sequential_results, tmp_path):
+def test_local_workers_talk_tls_and_refuse_a_plain_connection(client):
+    """local:N: TLS with credentials made in memory, on 127.0.0.1; a process without them is refused."""
+    from distributed import Client
     address = client.scheduler.address
-    assert address.startswith("tcp://")
-    assert_same_files(run_jobs(toy_graph(tmp_path), where=address, progress=False), sequential_results)
+    assert address.startswith("tls://127.0.0.1:")
+    assert all(w.startswith("tls://127.0.0.1:") for w in client.scheduler_info()["workers"])
+    with pytest.raises(Exception):   # whatever Dask raises: no client without the credentials
+        Client(address.replace("tls://", "tcp://"), timeout=3, set_as_default=False)
+
+
+def test_tcp_address_reaches_a_running_scheduler(sequential_results, tmp_path):
+    """A plain tcp:// scheduler (in-process workers, which import this module's jobs)."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://",
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        results = run_jobs(toy_graph(tmp_path), where=cluster.scheduler_address, progress=False)
+    assert_same_files(results, sequential_results)
 
 
 def test_a_finished_job_is_not_run_again(client, tmp_path):
@@ -224,31 +241,78 @@ def test_a_worker_killed_mid_job_resumes_elsewhere_from_its_checkpoint(client, t
 
 
 # ---------------------------------------------------------------------------- SLURM
-def _slurm_node_state():
+def slurm_unavailable(wait: float = 60) -> str:
+    """Why no SLURM job can run here now ("" when one can): no sinfo, or no idle node within ``wait``
+    seconds (a SLURM job of an earlier test may still be ending). Shared by the SLURM tests."""
     if shutil.which("sinfo") is None:
-        return None, "sinfo not found (run `bash bench/slurm_local.sh` as root to start a local SLURM)"
-    state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
-    if not state or not state[0].startswith(("idle", "mix")):
-        return None, f"no idle SLURM node (sinfo: {state or 'nothing'}); run `bash bench/slurm_local.sh`"
-    return state[0], ""
+        return "sinfo not found (run `bash bench/slurm_local.sh` as root to start a local SLURM)"
+    deadline = time.monotonic() + wait
+    while True:
+        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.split()
+        if state and state[0].startswith(("idle", "mix")):
+            return ""
+        if time.monotonic() > deadline:
+            return f"no idle SLURM node (sinfo: {state or 'nothing'}); run `bash bench/slurm_local.sh`"
+        time.sleep(2)
 
 
-def test_slurm_gives_the_sequential_files(sequential_results, tmp_path, monkeypatch):
-    state, reason = _slurm_node_state()
-    if state is None:
+def test_slurm_gives_the_sequential_files_through_tls(sequential_results, tmp_path, monkeypatch):
+    reason = slurm_unavailable()
+    if reason:
         print(f"skipping the SLURM test: {reason}")
         pytest.skip(reason)
     # SLURM's workers import job functions by name: from the repository, and from this file's folder
     # through the client's PYTHONPATH, which workers inherit.
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     options = SlurmOptions(cores=2, memory="2GB", walltime="00:10:00", jobs=1)
+    credentials = tmp_path / "shared-temp"
+    credentials.mkdir()
     with dask.config.set({"jobqueue.slurm.log-directory": str(tmp_path / "slurm-logs"),
-                          "jobqueue.slurm.scheduler-options": {"dashboard": False}}), \
+                          "jobqueue.slurm.shared-temp-directory": str(credentials)}), \
             open_client("slurm", options) as c:
         results = run_jobs(toy_graph(tmp_path / "run"), client=c, progress=False)
         assert set(map(tuple, c.run(blas_threads).values())) == {(2,)}
-        assert [w["nthreads"] for w in c.scheduler_info()["workers"].values()] == [1]
+        workers = c.scheduler_info()["workers"]
+        assert [w["nthreads"] for w in workers.values()] == [1]
+        assert c.scheduler.address.startswith("tls://") and all(w.startswith("tls://") for w in workers)
+        folders = list(credentials.glob(CREDENTIALS_PREFIX + "*"))
+        assert len(folders) == 1 and (folders[0] / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert not list(credentials.iterdir())     # removed at the end
     assert_same_files(results, sequential_results)
+
+
+def test_temporary_credentials_are_private_and_removed(tmp_path):
+    """The SLURM run's key: in a folder only this user may enter, mode 600, gone after the run (also
+    after an error); the Security requires encryption and gives workers the files' paths."""
+    with pytest.raises(RuntimeError), temporary_credentials(tmp_path) as security:
+        (folder,) = tmp_path.glob(CREDENTIALS_PREFIX + "*")
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert (folder / "key.pem").stat().st_mode & 0o777 == 0o600
+        assert "PRIVATE KEY" in (folder / "key.pem").read_text()
+        worker = security.get_tls_config_for_role("worker")
+        assert (worker["key"], worker["cert"], worker["ca_file"]) == \
+            (str(folder / "key.pem"), str(folder / "cert.pem"), str(folder / "cert.pem"))
+        assert security.require_encryption
+        raise RuntimeError("the run fails")
+    assert not list(tmp_path.iterdir())
+
+
+def test_slurm_job_script_starts_tls_workers_with_the_key_file(tmp_path):
+    """What dask-jobqueue submits (as text, no SLURM needed): `dask worker` with --protocol tls:// and
+    the temporary credentials' paths."""
+    from dask_jobqueue import SLURMCluster
+    with dask.config.set({"jobqueue.slurm.cores": 2, "jobqueue.slurm.memory": "2GB"}), \
+            temporary_credentials(tmp_path) as security, \
+            SLURMCluster(**slurm_cluster_kwargs(SlurmOptions(walltime="01:00:00")), security=security,
+                         scheduler_options={"dashboard": False, "host": "127.0.0.1",
+                                            "dashboard_address": "127.0.0.1:0"}) as cluster:
+        script, address = cluster.job_script(), cluster.scheduler_address
+        (folder,) = tmp_path.glob(CREDENTIALS_PREFIX + "*")
+    assert not list(tmp_path.iterdir())      # removed with the cluster
+    assert "--protocol tls://" in script and address.startswith("tls://")
+    given = dict(re.findall(r"(--tls-[a-z-]+) (\S+)", script))
+    assert given == {"--tls-key": str(folder / "key.pem"), "--tls-cert": str(folder / "cert.pem"),
+                     "--tls-ca-file": str(folder / "cert.pem")}
 
 
 def test_slurm_arguments_come_from_config_and_options():
@@ -276,42 +340,110 @@ def test_slurm_arguments_come_from_config_and_options():
 def test_cluster_values_are_parsed():
     assert parse_cluster("local:3").workers == 3
     assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert (parse_cluster("tls://head-node:8786").kind, parse_cluster("tcp://h:1").kind) == ("tls", "tcp")
     assert parse_cluster("slurm").kind == "slurm" and parse_cluster("here").kind == "here"
     assert [walltime_seconds(v) for v in ("90", "10:30", "04:00:00", "2-03", "1-00:30:00")] == \
         [5400, 630, 14400, 183600, 88200]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="run.py")
+    add_cluster_arguments(parser)
+    return parser
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--cluster", "local:0"], "--cluster 'local:0': expected local:N"),
     (["--cluster", "local"], "--cluster 'local': expected local:N"),
     (["--cluster", "tcp://host"], "--cluster 'tcp://host': expected"),
-    (["--cluster", "tcp://host:99999"], "expected"),
+    (["--cluster", "tls://host:99999"], "expected"),
     (["--cluster", "sge"], "--cluster 'sge'"),
     (["--cluster", "slurm", "--slurm-memory", "lots"], "--slurm-memory 'lots': expected a size"),
     (["--cluster", "slurm", "--slurm-walltime", "4h"], "--slurm-walltime '4h': expected"),
     (["--cluster", "slurm", "--slurm-jobs", "0"], "--slurm-jobs '0': expected a whole number >= 1"),
-    (["--slurm-gpus", "1"], "--slurm-gpus given without --cluster slurm"),
-    (["--cluster", "local:2", "--slurm-cores", "4"], "--slurm-cores given without --cluster slurm"),
-    (["--cluster", "slurm", "--slurm-cores", "2", "--slurm-memory", "4GB", "--slurm-walltime", "00:03:00"],
-     "too short"),
 ])
 def test_bad_cluster_values_are_one_line_errors(argv, message, capsys):
-    parser = argparse.ArgumentParser(prog="run.py")
-    add_cluster_arguments(parser)
     with pytest.raises(SystemExit) as info:
-        cluster_arguments(parser, parser.parse_args(argv))
+        _parser().parse_args(argv)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 2 and err.startswith("run.py: error:") and message in err, err
 
 
-def test_good_cluster_values_pass(capsys):
-    parser = argparse.ArgumentParser(prog="run.py")
-    add_cluster_arguments(parser)
-    spec, slurm = cluster_arguments(parser, parser.parse_args(
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory):
+    """A CA, a certificate it signed and its key, and a key of another certificate (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (Debian: apt-get install openssl)")
+    folder = tmp_path_factory.mktemp("pem")
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=folder, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test", "-CA", "ca.pem",
+        "-CAkey", "ca.key", "-keyout", "dask.key", "-out", "dask.pem")
+    (folder / "text.pem").write_text("not a certificate\n")
+    return folder
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--slurm-gpus", "1"], "--slurm-gpus given without --cluster slurm"),
+    (["--cluster", "local:2", "--slurm-cores", "4"], "--slurm-cores given without --cluster slurm"),
+    (["--cluster", "slurm", "--slurm-cores", "2", "--slurm-memory", "4GB", "--slurm-walltime", "00:03:00"],
+     "too short"),
+    (["--cluster", "tls://h:1", "--tls-ca-file", "{pem}/ca.pem"],
+     "--cluster tls://h:1: --tls-cert, --tls-key not given; expected --tls-ca-file CA.pem"),
+    (["--cluster", "tcp://h:1", "--tls-cert", "{pem}/dask.pem"],
+     "--tls-cert given with --cluster tcp://h:1; expected --cluster tls://HOST:PORT"),
+    (["--cluster", "slurm", "--slurm-cores", "1", "--slurm-memory", "1GB", "--tls-key", "k"],
+     "--tls-key given with --cluster slurm; expected --cluster tls://HOST:PORT (local:N and slurm make"),
+    (["--cluster", "tls://h:1", "--tls-ca-file", "{pem}/ca.pem", "--tls-cert", "{pem}/nothing.pem",
+      "--tls-key", "{pem}/dask.key"], "--tls-cert {pem}/nothing.pem: no such file; expected a PEM file"),
+    (["--cluster", "tls://h:1", "--tls-ca-file", "{pem}/text.pem", "--tls-cert", "{pem}/dask.pem",
+      "--tls-key", "{pem}/dask.key"], "--tls-ca-file {pem}/text.pem: no PEM certificate in it"),
+    (["--cluster", "tls://h:1", "--tls-ca-file", "{pem}/ca.pem", "--tls-cert", "{pem}/dask.pem",
+      "--tls-key", "{pem}/ca.key"], "--tls-key {pem}/ca.key: the key does not belong to the certificate"),
+    (["--dashboard"], "--dashboard given without a Dask cluster; expected --cluster local:N"),
+    (["--cluster", "here", "--dashboard"], "--dashboard given without a Dask cluster"),
+])
+def test_bad_cluster_combinations_are_user_errors(argv, message, pem):
+    args = _parser().parse_args([a.replace("{pem}", str(pem)) for a in argv])
+    with pytest.raises(UserError) as info:
+        cluster_arguments(args)
+    text = str(info.value)
+    assert message.replace("{pem}", str(pem)) in text and "\n" not in text, text
+
+
+def test_good_cluster_values_pass(pem):
+    parser = _parser()
+    request = cluster_arguments(parser.parse_args(
         ["--cluster", "slurm", "--slurm-cores", "4", "--slurm-memory", "8GB", "--slurm-walltime", "02:00:00",
          "--slurm-gpus", "1", "--slurm-jobs", "3", "--slurm-partition", "gpu"]))
-    assert spec.kind == "slurm" and slurm == SlurmOptions("gpu", 4, "8GB", "02:00:00", 1, 3)
-    assert cluster_arguments(parser, parser.parse_args([])) == (None, SlurmOptions())
+    assert request.spec.kind == "slurm" and request.slurm == SlurmOptions("gpu", 4, "8GB", "02:00:00", 1, 3)
+    assert request.tls is None and not request.dashboard
+    assert cluster_arguments(parser.parse_args([])) == ClusterRequest(None, SlurmOptions(), None, False)
+    request = cluster_arguments(parser.parse_args(
+        ["--cluster", "tls://10.0.0.5:8786", "--tls-ca-file", str(pem / "ca.pem"), "--tls-cert",
+         str(pem / "dask.pem"), "--tls-key", str(pem / "dask.key"), "--dashboard"]))
+    assert request.spec.address == "tls://10.0.0.5:8786" and request.dashboard
+    assert request.tls.cert == pem / "dask.pem"
+    security = request.tls.security()
+    assert security.require_encryption and security.tls_client_key == str(pem / "dask.key")
+
+
+def test_dashboard_of_a_local_cluster_needs_bokeh(monkeypatch):
+    """--dashboard starts Dask's dashboard, a bokeh application: without bokeh, one line saying so."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bokeh" else real(name, *a))
+    with pytest.raises(UserError, match="--dashboard with --cluster local:2: Dask's dashboard needs bokeh"):
+        cluster_arguments(_parser().parse_args(["--cluster", "local:2", "--dashboard"]))
+
+
+def test_dashboard_link_is_printed_for_local_workers(capsys):
+    pytest.importorskip("bokeh", reason="Dask's dashboard needs bokeh (python -m pip install bokeh)")
+    with open_client("local:1", cores=1, dashboard=True) as c:
+        link = c.dashboard_link
+    out = capsys.readouterr().out
+    assert link.startswith("http://127.0.0.1:") and f"Dask dashboard: {link}" in out
 
 
 def test_without_cluster_several_full_size_cpu_jobs_get_one_worker_per_core():
