@@ -1,5 +1,5 @@
 """Why several full-size CPU models train on one single-threaded Dask worker per core, measured side
-by side (pipeline.cluster.auto_cluster; README, "How a run is organised").
+by side (pipeline.cluster.auto_cluster; docs/study.md, "How a run is organised").
 
 Every arrangement trains the demo's full-size AlexNet (caffe variant, 99 x 99, batch 32, He
 initialization, Caffe's SGD) on seeded random images for ``--steps`` steps after a few untimed

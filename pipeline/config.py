@@ -51,7 +51,7 @@ PRESETS = {
 # miniature network (no pretrained weights fit it) and a tiny cohort, at the same input size on a GPU.
 PRESETS["tiny"] = dict({k: v for k, v in PRESETS["demo"].items() if not k.startswith("gpu_")},
                        pretrained=None, widths=[8, 12, 12, 12, 8, 16, 16], input_size=67, augment_shift=4,
-                       ffdm_patients=60, ddsm_patients=60, iters=60, pretrain_iters=30, lr_step=50,
+                       ffdm_patients=120, ddsm_patients=120, test_fractions=[0.25], iters=60, pretrain_iters=30, lr_step=50,
                        batch_size=8, checkpoint_every=20, warmup=10, n_boot=500)
 
 LABELS = {"batch_size": "batch size", "lr": "base learning rate", "lr_step": "lr step (iterations)",

@@ -12,7 +12,7 @@ so the table cannot drift from the run), and its kind:
   cover (gamma, test fractions other than the paper's, the false-negative analyses switched off)
   give their own reason.
 
-:func:`fidelity_markdown` renders the table for the report and the README; :func:`write_docs`
+:func:`fidelity_markdown` renders the table for the report; :func:`write_docs`
 writes docs/fidelity.md (the paper and demo presets), which a test keeps current.
 """
 from __future__ import annotations

@@ -14,7 +14,10 @@ and ``score`` (the scenario's positive class's probability, e.g. P(malignant)); 
 to ``<out stem>.errors.csv`` with the reason and do not stop the rest. With a manifest it also
 writes ``<out stem>_breast.csv`` (per breast: the mean over its images, i.e. its views) and
 ``<out stem>_patient.csv`` (per patient: the maximum over their breasts), and prints the
-image-level AUC with its DeLong and patient-level bootstrap 95% CIs.
+image-level AUC with its DeLong and patient-level bootstrap 95% CIs. With ``--explain DIR``, a
+Grad-CAM overlay per image, with the lesions of the manifest's findings table (its adapter's
+annotations, or a synthetic cohort's findings) outlined: red where they make the image's class,
+yellow where incidental.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ class InputImage:
     laterality: str = ""
     view: str = ""
     label: str = ""
+    findings: tuple = ()     # data_prep.Finding records of its manifest's findings table (original pixels)
 
 
 @dataclass
@@ -64,6 +68,7 @@ class ScoredBatch:
     proba: np.ndarray        # (N, classes) float32
     laterality: list         # as read: the manifest's, else the DICOM tags', else ""
     view: list
+    geometry: list           # data_prep.CropGeometry per image: where its stored pixels came from
 
 
 # ------------------------------------------------------------------ inputs
@@ -83,10 +88,12 @@ def collect_inputs(inputs) -> tuple[list[InputImage], bool]:
         elif path.is_file() and path.suffix.lower() == ".csv":
             try:
                 rows = data_prep.read_manifest(path)
+                findings = data_prep.read_findings(path)
             except data_prep.ManifestError as e:
                 more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
-                raise UserError(f"manifest {raw}: {e.problems[0]}{more}") from None
-            items = [InputImage(r["path"], r["patient_id"], r["laterality"], r["view"], r["label"]) for r in rows]
+                raise UserError(f"{e.path}: {e.problems[0]}{more}") from None
+            items = [InputImage(r["path"], r["patient_id"], r["laterality"], r["view"], r["label"],
+                                tuple(findings.get(r["image_path"], ()))) for r in rows]
             from_manifest = True
         elif path.is_file():
             items = [InputImage(str(path.resolve()))]
@@ -120,9 +127,9 @@ def _prepare(task):
         view = view or meta["view"] or ""
         steps = data_prep.preprocess_steps(image, laterality or None, pre.size, pre.aspect, pre.equalize,
                                            pre.threshold_fraction)
-        return index, steps["final"], laterality, view, None
+        return index, steps["final"], laterality, view, steps["geometry"], None
     except Exception as exc:  # noqa: BLE001 - one unreadable file must not stop the others
-        return index, None, laterality, view, f"{type(exc).__name__}: {exc}"
+        return index, None, laterality, view, None, f"{type(exc).__name__}: {exc}"
 
 
 def scored_batches(net, card, images, batch_size=50, workers=None, progress=True, errors=None):
@@ -139,18 +146,18 @@ def scored_batches(net, card, images, batch_size=50, workers=None, progress=True
     batch = []
 
     def flush():
-        index, gray, lat, view = (list(column) for column in zip(*batch))
+        index, gray, lat, view, geometry = (list(column) for column in zip(*batch))
         gray = np.stack(gray)
         batch.clear()
-        return ScoredBatch(np.asarray(index), gray, score(net, card, gray, batch_size), lat, view)
+        return ScoredBatch(np.asarray(index), gray, score(net, card, gray, batch_size), lat, view, geometry)
 
-    for index, gray, laterality, view, error in parallel_map(_prepare, tasks, workers, progress,
-                                                             desc="predict", unit="img"):
+    for index, gray, laterality, view, geometry, error in parallel_map(_prepare, tasks, workers, progress,
+                                                                       desc="predict", unit="img"):
         if error is not None:
             if errors is not None:
                 errors.append((index, error))
             continue
-        batch.append((index, gray, laterality, view))
+        batch.append((index, gray, laterality, view, geometry))
         if len(batch) == batch_size:
             yield flush()
     if batch:
@@ -314,8 +321,11 @@ def predict_command(opts: PredictOptions, log=print) -> int:
             proba_by_image[int(i)] = p
         if opts.explain:
             x = to_network_input(batch.gray, card.mean, card.input_scale)
+            pre = card.preprocessing
+            findings = [data_prep.to_stored_findings(images[i].findings, g.crop_box, g.flipped, g.original_shape,
+                                                     pre.size, pre.aspect) for i, g in zip(batch.index, batch.geometry)]
             explain_images(net, x, card.positive_class, "gradcam", opts.explain, gray=batch.gray,
-                           names=[f"{i:05d}_{Path(images[i].path).stem}" for i in batch.index])
+                           names=[f"{i:05d}_{Path(images[i].path).stem}" for i in batch.index], findings=findings)
     errors.sort()
     write_csv_atomic(paths["errors"], ("image_path", "reason"), [(images[i].path, reason) for i, reason in errors])
     if not proba_by_image:

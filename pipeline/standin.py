@@ -118,8 +118,8 @@ class StandinConfig:
                                                       type=int))
     # an input scale of 1/64 kills the full-width network (bench/demo_design.md)
     input_scale: float = field(default=1 / 512, metadata=_opt(
-        "network input = (image - mean) * this while pretraining (the file takes 0-255 inputs whatever it "
-        "is: conv1 is stored times it)", type=float))
+        "network input = (image - mean) * this while pretraining; the file records it as its input_scale, "
+        "which run.py --pretrained takes", type=float))
     seed: int = field(default=0, metadata=_opt("decides categories, images and training", type=int))
     widths: list | None = field(default=None, metadata=_opt(
         "layer widths conv1..conv5 fc6 fc7 (default: AlexNet's; smaller for tests)", type=int, nargs=7, metavar="W"))
@@ -280,7 +280,7 @@ def write_training_set(path, categories, images_per_class, size, chunk=256, prog
     total = 0.0
     t0 = time.perf_counter()
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
-        images = f.create_dataset("images", (n, size, size), dtype=np.uint8, chunks=(64, size, size))
+        images = f.create_dataset("images", (n, size, size), dtype=np.uint8, chunks=(min(64, n), size, size))
         f["labels"] = labels
         for s in range(0, n, chunk):
             batch = generate(categories, labels[s:s + chunk], indices[s:s + chunk], size)

@@ -54,6 +54,10 @@ class Study:
         self.recorder = Recorder(cfg, self.out)
         self.records = []
 
+    def folder(self, job) -> Path:
+        """The job's folder, ``<out>/jobs/<key>``."""
+        return self.planner.folder(job)
+
     def dataset(self, name) -> ImageSet:
         """The ImageSet "ffdm", "ddsm" or "combined" of this run."""
         return image_set(name, self.files)
@@ -67,7 +71,7 @@ class Study:
     def pending(self, plans) -> list[str]:
         """The keys of the distinct jobs of ``plans`` that have no predictions yet (still to train)."""
         keys = {job.key: job for plan in plans for job in plan.jobs()}
-        return [key for key, job in keys.items() if not (self.planner.folder(job) / PREDICTIONS).exists()]
+        return [key for key, job in keys.items() if not (self.folder(job) / PREDICTIONS).exists()]
 
     def execute(self, plans, where=None, slurm_options=None, client=None, progress=None, tls=None, dashboard=False):
         """Run every job of ``plans`` once (a job two cells share runs once), in dependency order:

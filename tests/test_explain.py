@@ -2,6 +2,8 @@
 finite differences, on a miniature AlexNet; the model's activation-gradient hook; the pointing
 game on hand-made maps; CPU vs GPU."""
 import numpy as np
+
+import data_prep
 import pytest
 
 from alexnet_np import AlexNet
@@ -197,7 +199,10 @@ def test_to_image_keeps_constants_and_linear_ramps_and_aligns_centres():
 
 # ----------------------------------------------------------------------------- pointing game
 def _finding(row, col, radius, scale=(1.0, 1.0)):
-    return explain.StoredFindings(np.array([row], float), np.array([col], float), np.array([radius], float), scale)
+    """One image's findings: a circle, in stored pixels, of ``radius`` original pixels."""
+    original = data_prep.Finding("x.png", "mass", "malignant", "circle", (row,), (col,), float(radius))
+    return [data_prep.StoredFinding("mass", "malignant", "circle", np.array([row], float), np.array([col], float),
+                                    float(radius), scale, original)]
 
 
 def test_pointing_game_on_hand_made_maps():

@@ -39,7 +39,7 @@ def assert_matches(want, got, where="results"):
 
 
 def _numbers(row):
-    return {k: (float(v) if k.startswith("p") and v else v) for k, v in row.items()}
+    return {k: (float(v) if (k == "score" or k[:1] == "p" and k[1:].isdigit()) and v else v) for k, v in row.items()}
 
 
 def test_a_tiny_run_gives_the_recorded_results(tmp_path):

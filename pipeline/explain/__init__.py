@@ -14,7 +14,7 @@ annotations), so this package draws attribution maps and *measures* them against
 
 ``python run.py explain RUN_DIR`` runs it over a finished run; every run ends with its Grad-CAM part.
 """
-from .checks import (RANDOMIZATION_PASS, TOLERANCE_PX, PointingResult, RandomizationCurve, StoredFindings,
+from .checks import (RANDOMIZATION_PASS, TOLERANCE_PX, PointingResult, RandomizationCurve,
                      cascading_randomization, finding_mask, pointing_game, spearman)
 from .figures import Explanation, draw_overlay, explain_images
 from .methods import (METHODS, IntegratedGradients, compute_maps, grad_cam, grad_cam_pp, input_gradient,
@@ -24,7 +24,7 @@ from .report import markdown
 from .run import (ExplainOptions, ExplainTarget, explain_finished_run, explain_model, explain_run,
                   finished_run_targets)
 
-__all__ = ["RANDOMIZATION_PASS", "TOLERANCE_PX", "PointingResult", "RandomizationCurve", "StoredFindings",
+__all__ = ["RANDOMIZATION_PASS", "TOLERANCE_PX", "PointingResult", "RandomizationCurve",
            "cascading_randomization", "finding_mask", "pointing_game", "spearman", "Explanation", "draw_overlay",
            "explain_images", "METHODS", "IntegratedGradients", "compute_maps", "grad_cam", "grad_cam_pp",
            "input_gradient", "input_gradients", "integrated_gradients", "occlusion", "to_image", "markdown",

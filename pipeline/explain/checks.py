@@ -27,16 +27,6 @@ RANDOMIZATION_PASS = 0.5
 
 
 @dataclass
-class StoredFindings:
-    """The scored findings of one image in stored-image coordinates."""
-
-    row: np.ndarray      # (k,) centres, stored pixels
-    col: np.ndarray
-    radius: np.ndarray   # (k,) radii in pixels of the original image
-    scale: tuple         # (rows, cols): stored pixels per original pixel
-
-
-@dataclass
 class PointingResult:
     n_images: int
     hits: int
@@ -47,29 +37,29 @@ class PointingResult:
     p_value: float | None       # one-sided binomial test of the hits against the mean chance level
 
 
-def finding_mask(f: StoredFindings, size, tolerance_px):
-    """Stored pixels within ``radius + tolerance`` original pixels of a finding's centre (the disks
-    become ellipses when the stored image stretches the crop differently along its two axes)."""
-    rr, cc = np.mgrid[0:size, 0:size].astype(np.float64)
+def finding_mask(findings, size, tolerance_px):
+    """(size, size) bool: the stored pixels inside any of one image's findings (data_prep.StoredFinding:
+    circles, boxes or outlines), widened by ``tolerance_px`` pixels of the original image (a circle
+    becomes an ellipse where the stored image stretches the crop differently along its two axes)."""
     inside = np.zeros((size, size), bool)
-    for r, c, rad in zip(f.row, f.col, f.radius):
-        d2 = ((rr - r) / f.scale[0]) ** 2 + ((cc - c) / f.scale[1]) ** 2
-        inside |= d2 <= (rad + tolerance_px) ** 2
+    for f in findings:
+        inside |= f.mask(size, tolerance_px)
     return inside
 
 
 def pointing_game(maps, findings, breast, tolerance_px=TOLERANCE_PX) -> PointingResult:
     """Pointing game over images with scored findings.
 
-    maps (N, S, S) non-negative at the stored resolution; findings: one StoredFindings per image,
-    or None for an image without scored findings (left out); breast (N, S, S) bool. A hit: the
+    maps (N, S, S) non-negative at the stored resolution; findings: per image a list of its scored
+    findings (data_prep.StoredFinding), empty or None for an image without any (left out); breast
+    (N, S, S) bool. A hit: the
     map's maximum lies inside a finding widened by ``tolerance_px``; a map that is zero everywhere
     has no maximum and misses.
     """
     hits, chance, energy = [], [], []
     size = maps.shape[-1]
     for i, f in enumerate(findings):
-        if f is None or len(f.row) == 0:
+        if not f:
             continue
         inside = finding_mask(f, size, tolerance_px)
         m = maps[i]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Ellipse
+from matplotlib.patches import Ellipse, Polygon
 
 from alexnet_np.backend import to_numpy
 from data_prep.fileio import atomic_output
@@ -18,15 +18,22 @@ from .methods import compute_maps
 
 def draw_overlay(ax, gray, heat, title="", findings=(), incidental=()):
     """Gray stored image with a heat map over it (alpha 0.45, 'jet', scaled to its own maximum)
-    and findings drawn as ellipses (red: the class's findings, yellow: incidental)."""
+    and the findings (data_prep.StoredFinding) outlined: circles as ellipses, boxes and lesion
+    outlines as polygons (red: the image's class's findings, yellow: incidental ones)."""
     ax.imshow(gray, cmap="gray", vmin=0, vmax=255)
     top = float(np.max(heat)) if np.size(heat) else 0.0
     ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=top if top > 0 else 1.0)
     for group, color in ((findings, "red"), (incidental, "yellow")):
         for f in group:
-            for r, c, rad in zip(f.row, f.col, f.radius):
-                ax.add_patch(Ellipse((c, r), 2 * rad * f.scale[1], 2 * rad * f.scale[0], fill=False,
-                                     color=color, lw=1.2))
+            if f.shape == "circle":
+                ax.add_patch(Ellipse((f.cols[0], f.rows[0]), 2 * f.radius_px * f.scale[1], 2 * f.radius_px * f.scale[0],
+                                     fill=False, color=color, lw=1.2))
+            else:
+                rows, cols = f.rows, f.cols
+                if f.shape == "box":
+                    (top_, bottom), (left, right) = rows, cols
+                    rows, cols = [top_, top_, bottom, bottom], [left, right, right, left]
+                ax.add_patch(Polygon(np.column_stack([cols, rows]), closed=True, fill=False, color=color, lw=1.2))
     ax.set_title(title, fontsize=7)
     ax.set_axis_off()
 
@@ -42,10 +49,12 @@ class Explanation:
     paths: list = field(default_factory=list)  # overlay PNGs written
 
 
-def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gray=None, names=None, **kw):
+def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gray=None, names=None, findings=None,
+                   **kw):
     """Maps of ``method`` for network inputs ``x_batch`` (N, 3, S, S); ``target`` defaults to each
     image's predicted class. With ``out_dir``, one overlay PNG per image (over ``gray``, the
-    (N, S, S) uint8 images, when given; else over the input's first channel) named after ``names``."""
+    (N, S, S) uint8 images, when given; else over the input's first channel) named after ``names``,
+    with ``findings`` (per image a list of data_prep.StoredFinding) outlined: red, yellow if incidental."""
     proba = net.predict_proba(x_batch)
     target = proba.argmax(axis=1) if target is None else np.broadcast_to(np.asarray(target), (len(proba),))
     maps, _ = compute_maps(net, x_batch, target, method, **kw)
@@ -61,8 +70,10 @@ def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gr
             img = np.asarray(shown[i], np.float32)
             if gray is None:  # network units: stretch to 0..255 for display
                 img = 255 * (img - img.min()) / max(1e-12, float(img.max() - img.min()))
+            mine = findings[i] if findings is not None else ()
             draw_overlay(ax, img, maps[i], f"{method}, class {int(result.target[i])}, "
-                                            f"p = {proba[i, int(result.target[i])]:.2f}")
+                                            f"p = {proba[i, int(result.target[i])]:.2f}",
+                         [f for f in mine if f.role != "incidental"], [f for f in mine if f.role == "incidental"])
             path = out_dir / f"{Path(name).stem}_{method}.png"
             with atomic_output(path) as tmp:
                 fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -72,7 +83,7 @@ def explain_images(net, x_batch, target=None, method="gradcam", out_dir=None, gr
 
 def panel_figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class_names, title):
     """Rows of overlays: ``picks`` is [(row label, positions into idx)]; ``scored``/``incidental`` are
-    StoredFindings per position (or None); written to ``path`` as a PNG."""
+    per position lists of data_prep.StoredFinding (or None); written to ``path`` as a PNG."""
     cols = max(len(p) for _, p in picks) or 1
     fig = Figure(figsize=(2.6 * cols, 2.9 * len(picks)), dpi=110)
     axes = fig.subplots(len(picks), cols, squeeze=False)
@@ -87,8 +98,7 @@ def panel_figure(path, ds, idx, maps, proba, y, picks, scored, incidental, class
             draw_overlay(ax, ds.images[idx[k]], maps[k],
                          # three short lines: "recalled-benign" in two class names overran the next panel
                          f"{label}\ntrue {class_names[y[k]]},\ncalled {class_names[pred]} ({proba[k, pred]:.2f})",
-                         [scored[k]] if scored and scored[k] else (),
-                         [incidental[k]] if incidental and incidental[k] else ())
+                         scored[k] if scored else (), incidental[k] if incidental else ())
     fig.suptitle(title, fontsize=8)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from alexnet_np import to_network_input
 from data_prep.fileio import atomic_output
@@ -85,7 +85,7 @@ def explain_model(run_dir, cfg, target: ExplainTarget, truth, opts: ExplainOptio
             out.pointing_game[method] = pointing_game(maps_of[method], scored, breast, opts.tolerance_px)
     bar.close()
     # the randomization check on the first test images of the scored class (or all, without findings)
-    with_truth = [k for k in range(len(idx)) if scored is None or scored[k] is not None]
+    with_truth = [k for k in range(len(idx)) if scored is None or scored[k]]
     chosen = np.asarray(with_truth[:opts.randomization_images] or list(range(min(len(idx), opts.randomization_images))))
     x = to_network_input(ds.images[idx[chosen]], card.mean, card.input_scale)
     for method in opts.methods:
@@ -120,7 +120,7 @@ def explain_run(run_dir, cfg, targets, files: dict, opts: ExplainOptions | None 
     for target in targets:
         name = experiment_data(target.experiment)
         if name not in truths:
-            truths[name] = ground_truth(name, files, cfg.input_size)
+            truths[name] = ground_truth(name, files)
         results.append(explain_model(run_dir, cfg, target, truths[name], opts))
     with atomic_output(Path(run_dir) / "explain.json") as tmp:
         tmp.write_text(json.dumps({"options": asdict(opts), "results": [asdict(r) for r in results]}, indent=2))
