@@ -32,6 +32,7 @@ VIEW_CODES = {
     "399162004": "CC", "R-10242": "CC",
     "399368009": "MLO", "R-10226": "MLO",
     "399260004": "ML", "R-10224": "ML",
+    "399192008": "XCCL", "R-1024A": "XCCL",
 }
 #: Percentiles of the robust window used when a file carries no usable VOI (see robust_window).
 ROBUST_PERCENTILES = (0.5, 99.5)

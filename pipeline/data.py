@@ -65,7 +65,7 @@ def _key(params: dict) -> str:
 
 
 def synthetic_cohort_dir(name, *, n_patients, seed, difficulty, image_size, cache_dir, grain_scale=1.0,
-                         finding_scale=1.0) -> Path:
+                         finding_scale=1.0, views="standard") -> Path:
     """The cache folder of a synthetic cohort, keyed by its parameters and the generator's version
     (a new generator never reuses images drawn by an older one)."""
     params = dict(dataset=name, patients=n_patients, seed=seed, difficulty=difficulty,
@@ -76,26 +76,30 @@ def synthetic_cohort_dir(name, *, n_patients, seed, difficulty, image_size, cach
         params["grain_scale"] = grain_scale
     if finding_scale != 1.0:
         params["finding_scale"] = finding_scale
+    if views != "standard":
+        params["views"] = views
     return Path(cache_dir) / "synthetic" / f"{name}-p{n_patients}-s{seed}-{_key(params)}"
 
 
 def synthetic_dataset(name, *, n_patients, seed, difficulty, image_size, size, cache_dir,
-                      workers=None, progress=True, rebuild=False, grain_scale=1.0, finding_scale=1.0):
+                      workers=None, progress=True, rebuild=False, grain_scale=1.0, finding_scale=1.0,
+                      views="standard"):
     """Generate (once) and build (once) a synthetic cohort; returns the built HDF5 path.
 
     Both steps are cached by their parameters; the generator and the builder
     are themselves resumable and write their final files atomically. ``rebuild``
-    builds the dataset again from the cached images.
+    builds the dataset again from the cached images. ``views`` is the generator's views per exam
+    ("standard", or "table1": the images per patient that give Table 1's counts).
     """
     cohort_dir = synthetic_cohort_dir(name, n_patients=n_patients, seed=seed, difficulty=difficulty,
                                       image_size=image_size, cache_dir=cache_dir, grain_scale=grain_scale,
-                                      finding_scale=finding_scale)
+                                      finding_scale=finding_scale, views=views)
     manifest = cohort_dir / "manifest.csv"
     if not manifest.exists():
         data_prep.synthesize(name, n_patients, seed, cohort_dir, difficulty=difficulty,
                              image_size=tuple(image_size) if image_size else None,
                              workers=workers, progress=progress, grain_scale=grain_scale,
-                             finding_scale=finding_scale)
+                             finding_scale=finding_scale, views=views)
     out = cohort_dir / f"dataset_{size}.h5"
     return data_prep.build_dataset(manifest, out, size=size, workers=workers, rebuild=rebuild, progress=progress)
 
@@ -257,10 +261,13 @@ def prepare_datasets(cfg, cache_dir, workers=None, rebuild=False, log=print):
             origin = (f"synthetic {name.upper()}-like cohort from data_prep's generator ({n} patients, seed {cfg.seed}, "
                       f"difficulty {cfg.difficulty:g}"
                       + (f", findings drawn x{cfg.finding_scale:g}" if cfg.finding_scale != 1 else "")
-                      + (f", calcification grains x{cfg.grain_scale:g}" if cfg.grain_scale != 1 else "") + ")")
+                      + (f", calcification grains x{cfg.grain_scale:g}" if cfg.grain_scale != 1 else "")
+                      + (", views per exam as the paper's Table 1 implies" if cfg.synthetic_views == "table1" else "")
+                      + ")")
             log(f"{origin}, cached in {cache_dir}")
             path = synthetic_dataset(name, n_patients=n, seed=cfg.seed, difficulty=cfg.difficulty,
-                                     grain_scale=cfg.grain_scale, finding_scale=cfg.finding_scale, image_size=None,
+                                     grain_scale=cfg.grain_scale, finding_scale=cfg.finding_scale,
+                                     views=cfg.synthetic_views, image_size=None,
                                      size=cfg.input_size, cache_dir=cache_dir, workers=workers,
                                      progress=cfg.progress, rebuild=rebuild)
         out[name] = ImageSet.load(name, path)

@@ -125,6 +125,17 @@ def fidelity_rows(cfg: StudyConfig) -> list[FidelityRow]:
                               "9,648 images consisting of 2,412 patient cases"], here,
                      *_departs(s, AS_PAPER, "the user's own screening mammograms (--data)"), said=s))
 
+    synthetic = [d for d in datasets if d not in cfg.data]
+    s = said("synthetic exams")
+    if synthetic:
+        here = ("views per exam chosen so that the 5% patient-level split holds Table 1's image counts exactly: the "
+                "four (the affected breast's CC and MLO for malignant patients), some exams an XCCL more or a view "
+                "fewer" if cfg.synthetic_views == "table1" else
+                "four views a patient, the affected breast's two for malignant patients")
+        rows.append(_row("views per exam (synthetic data)", ["the standard four screening mammography views",
+                                                             "only images of the cancer-affected breast were used"],
+                         here, *_departs(s, AS_PAPER), said=s))
+
     # --- preprocessing
     size = cfg.input_size
     steps = [f"{what} to {size} x {size}" if fn == "resize_bicubic" else what for fn, what in PREPROCESSING_ORDER]
@@ -200,9 +211,11 @@ def fidelity_rows(cfg: StudyConfig) -> list[FidelityRow]:
                      f"{len(cfg.scenarios)} of the {len(SCENARIOS)} in this run: {', '.join(cfg.scenarios)}", AS_PAPER,
                      "A run does the scenarios its --scenario names."))
     rows.append(_row("class balancing", ["images per category"],
-                     "each class of a scenario gets the same number of images (a merged class draws equally from "
-                     "its members), on the training and the test side separately", ASSUMPTION,
-                     "Table 1 lists equal 'images per category'; how a merged class is drawn is not stated."))
+                     "each class of a scenario gets n images, n = the smallest count among the labels the scenario "
+                     "uses (a merged class draws n / its members from each), on the training and the test side "
+                     "separately", ASSUMPTION,
+                     "Table 1 lists equal 'images per category' and the same count (867 on FFDM) for all five "
+                     "'Others' scenarios, benign vs rest included: the malignant images' number, the smallest label."))
     rows.append(_row("experiments", ["(i) using the FFDM dataset only for training and testing",
                                      "(ii) using the DDSM dataset only for training and testing"],
                      f"this run: {', '.join(cfg.experiments)}", AS_PAPER,

@@ -349,8 +349,9 @@ def section_table1(cfg, records):
     return ["### Table 1: images used for training and testing", "",
             "Images, total (per class, in the scenario's class order). The paper's Table 1 (copied as printed) "
             "lists negative vs recalled-benign apart and the five other scenarios, the triple one included, "
-            "under \"Others\", with one count per category. Incremental: the FFDM fine-tuning stage (the DDSM "
-            "pretraining draws from every DDSM image).",
+            "under \"Others\", with one count per category; its totals are two-class totals, so the triple "
+            "scenario's total here is three times the count per category beside the paper's two. Incremental: the "
+            "FFDM fine-tuning stage (the DDSM pretraining draws from every DDSM image).",
             "", _table(header, rows), ""]
 
 

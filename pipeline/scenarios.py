@@ -15,11 +15,15 @@ In a binary scenario the network's class 1 is the *positive* group (the one
 named first; for negative-vs-benign it is recalled-benign, the class the study
 wants to recognise), and the score fed to ROC analysis is P(class 1).
 
-Balancing (Table 1 lists "images per category", equal in every scenario): each
-scenario class gets the same number of images, and a merged class draws equally
-from its members, e.g. malignant-vs-rest takes n malignant, n/2 negative and
-n/2 recalled-benign images. Balancing is applied separately to the training
-and the test side of a patient-level split.
+Balancing (Table 1: "Both the total number of images in the scenario as well as the images
+per category are displayed"): each scenario class gets the same number n of images, and a merged
+class draws equally from its members, e.g. malignant-vs-rest takes n malignant, n/2 negative and
+n/2 recalled-benign images. n is the smallest number of images among the dataset labels the
+scenario uses, as Table 1's counts imply: "Others" lists the same 867 FFDM images per category for
+all five scenarios but negative-vs-benign, benign-vs-rest included (the malignant count), although
+benign-vs-rest could draw 1,520 per class from its members (1,520 recalled-benign; 760 negative +
+760 malignant). Balancing is applied separately to the training and the test side of a
+patient-level split.
 """
 from __future__ import annotations
 
@@ -95,16 +99,16 @@ class ScenarioDataError(UserError):
 def balance(scenario: Scenario, labels, indices, rng, per_class=None, source=""):
     """Pick an equal number of images per scenario class from ``indices`` (image indices).
 
-    A class made of several dataset labels draws equally from each (remainders
-    go to the first members). ``per_class`` caps the number per class; by default
-    it is the largest number that every class can supply this way.
+    n per class = min over the dataset labels the scenario uses of their image counts (Table 1's
+    "images per category"; see the module's docstring); a class made of several dataset labels
+    draws n / (its members) from each (remainders go to the first members). ``per_class`` caps n.
     Returns (selected indices sorted, their network-class labels). Raises
     :class:`ScenarioDataError`, naming ``source`` (which images), when a class has none.
     """
     labels = np.asarray(labels)
     indices = np.asarray(indices)
     pools = {lab: rng.permutation(indices[labels[indices] == lab]) for lab in scenario.labels_used()}
-    capacity = min(len(g) * min(len(pools[lab]) for lab in g) for g in scenario.classes)
+    capacity = min(len(pool) for pool in pools.values())
     n = capacity if per_class is None else min(int(per_class), capacity)
     if n == 0:
         counts = {LABEL_NAMES[lab]: len(p) for lab, p in pools.items()}

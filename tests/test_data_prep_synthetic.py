@@ -1,9 +1,11 @@
 """Synthetic cohort generator: tags, class mix, lesions per side, interval flags, determinism, difficulty,
-calcification grain scale, finding magnification, scanned-film artefacts."""
+calcification grain scale, finding magnification, scanned-film artefacts, Table 1's views per exam."""
 
 import csv
 import json
 from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -18,6 +20,7 @@ from data_prep.synthetic.cohort import (
     FIELD_HEIGHT_MM,
     PAPER_COHORTS,
     class_counts,
+    cohort_composition,
     synthesize,
 )
 
@@ -209,6 +212,8 @@ def test_bad_arguments(tmp_path):
         synthesize("ffdm", 5, 0, tmp_path, grain_scale=0)
     with pytest.raises(ValueError, match="finding_scale"):
         synthesize("ffdm", 5, 0, tmp_path, finding_scale=-1)
+    with pytest.raises(ValueError, match="views"):
+        synthesize("ffdm", 5, 0, tmp_path, views="six")
 
 
 def test_breast_box_truth_and_generator_version(ffdm, tmp_path):
@@ -256,3 +261,39 @@ def test_scanned_film_artifacts_leave_the_film_underneath_unchanged(tmp_path):
     assert changed > 0.5 * len(read_manifest(scanned)) and after.max() <= 4095
     with pytest.raises(ValueError, match="film_artifacts"):
         synthesize("ddsm", 2, 0, tmp_path / "x", film_artifacts="dusty")
+
+
+def test_table1_views_are_written_as_the_composition_says(ffdm, tmp_path):
+    """``views="table1"`` writes exactly the images :func:`cohort_composition` lists (the composition
+    test_table1.py checks against Table 1), an XCCL tagged as such, and the standard views' files of
+    the standard cohort bit for bit."""
+    manifest = synthesize("ffdm", 24, seed=5, out_dir=tmp_path / "t1", image_size=SIZE, workers=1, progress=False,
+                          views="table1")
+    plan = cohort_composition("ffdm", 24, 5, "table1")
+    rows = read_manifest(manifest)
+    assert [(r["image_path"], r["patient_id"], r["laterality"], r["view"], r["label"], r["interval_cancer"])
+            for r in rows] == [(v.image_path, p.patient_id, v.laterality, v.manifest_view, p.label, int(p.interval))
+                               for p in plan for v in p.views]
+    # the same patients as the standard cohort; at this size no patient lacks a view, some have an XCCL more
+    assert cohort_composition("ffdm", 24, 5) == [
+        replace(p, views=tuple(v for v in p.views if v.view != "XCCL")) for p in plan]
+    standard = {r["image_path"]: r for r in read_manifest(ffdm)}
+    extra = [r for r in rows if r["image_path"] not in standard]
+    # 7 recalled-benign and 7 malignant training patients: Table 1's 1,520 / 357 and 867 / 356 images
+    # per patient give 30 and 17 images, 2 and 3 XCCL views, on the breast with the finding
+    assert len(extra) == 5 and all(r["image_path"].endswith("_XCCL.dcm") and r["view"] == "CC" for r in extra)
+    sides = {p.patient_id: p.affected_side for p in plan}
+    findings = {f["image_path"] for f in findings_of(manifest) if f["role"] != "incidental"}
+    uids = set()
+    for row in extra:
+        assert row["laterality"] == sides[row["patient_id"]] and row["image_path"] in findings
+        ds = pydicom.dcmread(row["path"])
+        assert ds.ViewCodeSequence[0].CodeValue == "399192008" and ds.get("ViewPosition", "XCCL") == "XCCL"
+        uids.add(ds.SOPInstanceUID)
+    for row in rows:
+        if row["image_path"] in standard:
+            assert (tmp_path / "t1" / row["image_path"]).read_bytes() == Path(standard[row["image_path"]]["path"]).read_bytes()
+            uids.add(pydicom.dcmread(row["path"], stop_before_pixels=True).SOPInstanceUID)
+    assert len(uids) == len(rows)                                       # every file its own instance
+    assert json.loads((manifest.parent / "cohort.json").read_text())["views"] == "table1"
+    assert "views" not in json.loads((ffdm.parent / "cohort.json").read_text())

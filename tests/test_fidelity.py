@@ -71,7 +71,7 @@ def test_departures_are_exactly_what_deviations_says(preset, overrides):
 def test_the_paper_presets_only_departures_are_data_and_weights():
     cfg = resolve_config("paper", ALL, "cpu")
     departures = {r.topic for r in fidelity_rows(cfg) if r.kind == DEPARTURE}
-    assert departures == {"data", "pretraining", "fine-tuning", "incremental transfer"}
+    assert departures == {"data", "views per exam (synthetic data)", "pretraining", "fine-tuning", "incremental transfer"}
 
 
 def test_settings_deviations_does_not_cover_are_departures_too():

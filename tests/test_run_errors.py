@@ -226,11 +226,11 @@ def test_untrained_models_and_small_test_sets_are_marked(tmp_path, capsys):
         assert r["flags"]["untrained"] is True and "test patients" in r["flags"]["small_test_set"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert report.count("**(untrained)**") == 2 and "**(too few patients)**" in report
-    tail = out[out.index("test AUCs (95% CI: DeLong; bootstrap over patients):"):]
+    tail = out[next(i for i, line in enumerate(out) if line.startswith("test AUCs, image level (95% CI: DeLong;")):]
     binary = res["runs"][0]
     d_lo, d_hi = binary["binary"]["ci95_delong"]
-    assert tail[1] == (f"  ffdm / malignant-vs-negative / test 0.25: AUC {binary['auc']:.3f} (DeLong {d_lo:.2f}-{d_hi:.2f}; "
-                       "patients {:.2f}-{:.2f})".format(*binary["binary"]["ci95_bootstrap_patient"]))
+    assert tail[1].startswith(f"  ffdm / malignant-vs-negative / test 0.25: AUC {binary['auc']:.3f} (DeLong {d_lo:.2f}-"
+                              f"{d_hi:.2f}; patients {{:.2f}}-{{:.2f}})".format(*binary["binary"]["ci95_bootstrap_patient"]))
     assert tail[2].startswith("    WARNING: untrained model (0 iterations)")
     assert any(line.startswith("  ffdm / triple / test 0.25: AUC ") for line in tail)
 

@@ -40,9 +40,12 @@ from .scanner import add_scanned_film_artifacts
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-VIEW_CODE = {"CC": ("399162004", "cranio-caudal"), "MLO": ("399368009", "medio-lateral oblique")}
-#: PatientOrientation (row direction \\ column direction) of the standard views.
-PATIENT_ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"], ("L", "MLO"): ["A", "F"], ("R", "MLO"): ["P", "F"]}
+#: ViewCodeSequence codes (DICOM CID 4014, SNOMED CT) of the views written.
+VIEW_CODE = {"CC": ("399162004", "cranio-caudal"), "MLO": ("399368009", "medio-lateral oblique"),
+             "XCCL": ("399192008", "cranio-caudal exaggerated laterally")}
+#: PatientOrientation (row direction \\ column direction) of the views (an XCCL is a craniocaudal projection).
+PATIENT_ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"], ("L", "MLO"): ["A", "F"], ("R", "MLO"): ["P", "F"],
+                       ("L", "XCCL"): ["A", "R"], ("R", "XCCL"): ["P", "L"]}
 #: Attenuation at the top of the default presentation window (a little above dense tissue).
 WINDOW_TOP = 1.45
 #: DDSM digitizers, grey level from optical density (inverse of the formulas in data_formats.md).
@@ -62,9 +65,10 @@ def _uid(*parts) -> str:
 def write_ffdm_dicom(path: Path, attenuation: np.ndarray, info: dict, rng: np.random.Generator) -> dict:
     """Write an FFDM-like mammogram DICOM file; returns what was chosen (for the cohort summary).
 
-    ``info`` holds patient_id, exam_id, laterality, view, spacing_mm, seed, study_date (a
-    datetime.date) and instance (1-4). Stored values are linear in attenuation (a processed,
-    log-domain image); the window centre and width are chosen so the breast fills the display.
+    ``info`` holds patient_id, exam_id, laterality, view (CC, MLO or XCCL), spacing_mm, seed,
+    study_date (a datetime.date) and instance (1-4 the standard views, 5-6 an XCCL). Stored values
+    are linear in attenuation (a processed, log-domain image); the window centre and width are
+    chosen so the breast fills the display.
     """
     bits = int(rng.choice([12, 14]))
     top = 2 ** bits - 1
