@@ -42,18 +42,6 @@ class Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _whole(minimum=1):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"got {text!r}, expected a whole number of at least {minimum}")
-        return value
-    return parse
-
-
 def _positive(text):
     try:
         return positive_int(text)

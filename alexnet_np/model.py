@@ -107,7 +107,7 @@ class AlexNet:
       the arrays are the layers' own, so updating them in place updates the model.
     * ``forward(x, train)`` -> logits (N, num_classes); ``backward(dlogits)`` fills ``grads``.
     * ``activation_gradient(x, seed, layer)``: a layer's output and the gradient of chosen
-      logits with respect to it, at test time (attribution maps, pipeline/explain.py).
+      logits with respect to it, at test time (attribution maps, pipeline/explain/).
     """
 
     def __init__(self, num_classes, variant="caffe", dropout=0.5, input_size=None, init="caffe",

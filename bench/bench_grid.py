@@ -1,4 +1,4 @@
-"""Benchmark of the grid engine (issue 14): the same grid of small AlexNet trainings run one after
+"""Benchmark of the grid engine: the same grid of small AlexNet trainings run one after
 another in this process, then on `local:N` Dask workers (pipeline/cluster.py); wall times, speedup
 and parallel efficiency (speedup / workers).
 

@@ -1,4 +1,4 @@
-"""Benchmark of the stats package (issue 3), each timing next to a straightforward
+"""Benchmark of the stats package, each timing next to a straightforward
 implementation measured in the same run:
 
   * paired DeLong test, n = 100,000      (target: under 30 ms)

@@ -10,7 +10,8 @@ export PYTHONUNBUFFERED=1
 {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 python3 -c "import cupy, numpy, torch; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'torch', torch.__version__, 'cudnn', torch.backends.cudnn.version())"
-python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_kernels.py \
+python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_kernels.py tests/test_dispatch.py tests/test_model.py \
+  tests/test_explain.py tests/test_predict.py::test_predict_on_the_gpu_matches_the_cpu \
   tests/test_pipeline.py::test_run_py_on_the_gpu_matches_the_cpu 2>&1 | tail -15
 } > "$OUT/gpu_tests.log" 2>&1
 for v in caffe torchvision; do

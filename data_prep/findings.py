@@ -39,7 +39,6 @@ image. A build stores them with the dataset (:func:`data_prep.build.load_finding
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace

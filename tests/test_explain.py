@@ -1,4 +1,4 @@
-"""Attribution maps (pipeline/explain.py) against their definitions written out with loops and
+"""Attribution maps (pipeline/explain/) against their definitions written out with loops and
 finite differences, on a miniature AlexNet; the model's activation-gradient hook; the pointing
 game on hand-made maps; CPU vs GPU."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""run.py never misleads (issue 17): faulty input is one line `error: ...` and exit 2 before any work,
+"""run.py never misleads: faulty input is one line `error: ...` and exit 2 before any work,
 dropped images are counted, Ctrl-C says how to continue, degenerate results are marked, and the
 outputs say what they hold (predictions.csv feeds `python -m stats` as it is)."""
 import csv
@@ -277,3 +277,31 @@ def test_predictions_csv_feeds_the_stats_command_line_as_it_is(tmp_path, capsys)
     if (run_dir / "predictions_interval.csv").exists():  # interval cancers: malignant, so positive
         with open(run_dir / "predictions_interval.csv", newline="") as f:
             assert {r["y_true"] for r in csv.DictReader(f)} == {"1"}
+
+
+# ----------------------------------------------------------------------------- one command line
+def test_help_lists_the_subcommands_and_the_presets_values():
+    got = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert got.returncode == 0
+    for name in ("predict", "explain", "standin", "--preset {demo,paper,tiny}", "--cv-select"):
+        assert name in got.stdout, name
+    # the options are derived from StudyConfig: its help appends both presets' values
+    assert "[paper: 0.001; demo: 0.008]" in " ".join(got.stdout.split())
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--iters", "many"], "argument --iters: invalid int value: 'many'"),
+    (["predict"], "the following arguments are required"),
+    (["predict", "m.h5", "x.png", "--out", "s.csv", "--workers", "0"], "--workers: got '0', expected a whole number"),
+    (["explain", "no/such/run"], "RUN_DIR no/such/run: no results.json there"),
+    (["explain", "x", "--methods", "lime"], "argument --methods: invalid choice: 'lime'"),
+    (["standin"], "the following arguments are required: --out"),
+    (["standin", "--out", "w.h5", "--classes", "1"], "--classes 1: expected an integer >= 2"),
+])
+def test_every_subcommands_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert needle in captured.err and captured.out == ""

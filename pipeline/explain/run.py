@@ -4,7 +4,7 @@ whole run's records go to ``explain.json`` and into the report (pipeline.explain
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
