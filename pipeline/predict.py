@@ -72,10 +72,12 @@ class ScoredBatch:
 
 
 # ------------------------------------------------------------------ inputs
-def collect_inputs(inputs) -> tuple[list[InputImage], bool]:
+def collect_inputs(inputs, findings: bool = False) -> tuple[list[InputImage], bool]:
     """Expand files, folders and manifests into images (first mention wins); returns (images, any manifest).
+    With ``findings``, each manifest's findings table (its lesion annotations) is read too, for the
+    overlays of ``--explain``; scoring alone does not read it.
 
-    Raises UserError for a missing input, a folder without images or a bad manifest.
+    Raises UserError for a missing input, a folder without images, a bad manifest or findings table.
     """
     images, from_manifest, seen = [], False, set()
     for raw in inputs:
@@ -88,12 +90,12 @@ def collect_inputs(inputs) -> tuple[list[InputImage], bool]:
         elif path.is_file() and path.suffix.lower() == ".csv":
             try:
                 rows = data_prep.read_manifest(path)
-                findings = data_prep.read_findings(path)
+                annotated = data_prep.read_findings(path) if findings else {}
             except data_prep.ManifestError as e:
                 more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
                 raise UserError(f"{e.path}: {e.problems[0]}{more}") from None
             items = [InputImage(r["path"], r["patient_id"], r["laterality"], r["view"], r["label"],
-                                tuple(findings.get(r["image_path"], ()))) for r in rows]
+                                tuple(annotated.get(r["image_path"], ()))) for r in rows]
             from_manifest = True
         elif path.is_file():
             items = [InputImage(str(path.resolve()))]
@@ -286,7 +288,7 @@ def check_request(opts: PredictOptions):
     """Everything that can be checked before reading a single image; returns (card, images,
     from_manifest, paths). Raises UserError (the model file, an input, an output path)."""
     card = read_card(opts.model)
-    images, from_manifest = collect_inputs(opts.inputs)
+    images, from_manifest = collect_inputs(opts.inputs, findings=bool(opts.explain))
     paths = output_paths(opts.out)
     if Path(opts.out).is_dir():
         raise UserError(f"--out {opts.out} is a folder; expected a .csv file name")
